@@ -1,0 +1,374 @@
+"""The configuration file: YAML in, frozen dataclasses out.
+
+Every problem is reported as one :class:`ConfigError` line naming the file, the line, the key
+and what to do about it; the CLIs turn it into exit code 78 (EX_CONFIG). Secrets are never
+read here beyond checking that their files exist with safe permissions, and never printed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from listd.mail.addresses import address_key, is_valid_address
+from listd.yamlmarks import MarkedDict, load_marked
+
+DEFAULT_PATH = Path("/etc/listd/listd.yml")
+
+TLS_MODES = ("implicit", "starttls", "none")
+POSTING_POLICIES = ("members", "open", "owners")
+REPLY_TO_POLICIES = ("list", "author")
+INITIAL_SYNC = ("new", "all")
+AUTH_METHODS = ("password",)
+_LIST_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as the one line the operator will read."""
+
+    def __init__(self, path: Path | str, line: int | None, key: str, problem: str) -> None:
+        where = f"{path}:{line}" if line else f"{path}"
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    host: str
+    username: str
+    port: int = 993
+    tls: str = "implicit"
+    folder: str = "INBOX"
+    idle: bool = True
+    poll_interval: float = 60.0
+    timeout: float = 60.0
+    fetch_batch: int = 50
+    initial_sync: str = "new"
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int = 587
+    tls: str = "starttls"
+    username: str | None = None
+    max_recipients: int = 50
+    connections: int = 1
+    timeout: float = 60.0
+    retry_initial: float = 60.0
+    retry_max: float = 3600.0
+    give_up_after: float = 5 * 86400.0
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    method: str = "password"
+    password_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ListConfig:
+    id: str
+    address: str
+    name: str
+    owners: tuple[str, ...] = ()
+    posting: str = "members"
+    subject_prefix: str = ""
+    reply_to: str = "list"
+    author_copy: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    state_dir: Path
+    imap: ImapConfig
+    smtp: SmtpConfig
+    auth: AuthConfig
+    lists: Mapping[str, ListConfig]
+
+    def list_by_id(self, list_id: str) -> ListConfig | None:
+        return self.lists.get(list_id)
+
+
+# --- schema -----------------------------------------------------------------------------
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class _Key:
+    kind: type | tuple[type, ...]
+    default: Any = _REQUIRED
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    hint: str = ""
+
+
+_IMAP_KEYS = {
+    "host": _Key(str, hint="the IMAP server's host name"),
+    "port": _Key(int, 993, minimum=1),
+    "tls": _Key(str, "implicit", TLS_MODES),
+    "username": _Key(str, hint="the mailbox's login name"),
+    "folder": _Key(str, "INBOX"),
+    "idle": _Key(bool, True),
+    "poll_interval": _Key((int, float), 60.0, minimum=1),
+    "timeout": _Key((int, float), 60.0, minimum=1),
+    "fetch_batch": _Key(int, 50, minimum=1),
+    "initial_sync": _Key(str, "new", INITIAL_SYNC),
+    "ca_file": _Key(str, None),
+}
+_SMTP_KEYS = {
+    "host": _Key(str, hint="the SMTP server's host name"),
+    "port": _Key(int, 587, minimum=1),
+    "tls": _Key(str, "starttls", TLS_MODES),
+    "username": _Key(str, None),
+    "max_recipients": _Key(int, 50, minimum=1),
+    "connections": _Key(int, 1, minimum=1),
+    "timeout": _Key((int, float), 60.0, minimum=1),
+    "retry_initial": _Key((int, float), 60.0, minimum=0),
+    "retry_max": _Key((int, float), 3600.0, minimum=0),
+    "give_up_after": _Key((int, float), 5 * 86400.0, minimum=0),
+    "ca_file": _Key(str, None),
+}
+_AUTH_KEYS = {
+    "method": _Key(str, "password", AUTH_METHODS),
+    "password_file": _Key(str, None),
+}
+_LIST_KEYS = {
+    "address": _Key(str, hint="the list's posting address"),
+    "name": _Key(str, None),
+    "owners": _Key(list, []),
+    "posting": _Key(str, "members", POSTING_POLICIES),
+    "subject_prefix": _Key(str, ""),
+    "reply_to": _Key(str, "list", REPLY_TO_POLICIES),
+    "author_copy": _Key(bool, False),
+}
+_TOP_KEYS = {
+    "state_dir": _Key(str, "/var/lib/listd"),
+    "imap": _Key(dict),
+    "smtp": _Key(dict),
+    "auth": _Key(dict, {}),
+    "lists": _Key(dict, {}),
+}
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+             list: "a list", dict: "a mapping"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names[k] for k in kinds if k is not int or float not in kinds)
+
+
+class _Reader:
+    """Validates one mapping against a schema, raising the first problem as ConfigError."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, line: int | None, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.path, line, key, problem)
+
+    def section(self, raw: Any, where: str, schema: Mapping[str, _Key],
+                line: int | None) -> dict[str, Any]:
+        if raw is None:
+            raw = MarkedDict()
+            raw.line, raw.key_lines = line or 0, {}
+        if not isinstance(raw, MarkedDict):
+            raise self.error(line, where or "(top level)", "must be a mapping of keys to values")
+        for key in raw:
+            if key not in schema:
+                close = difflib.get_close_matches(key, list(schema), n=1)
+                advice = f"did you mean '{close[0]}'?" if close else (
+                    "known keys: " + ", ".join(schema))
+                raise self.error(raw.line_of(key), _join(where, key), f"unknown key; {advice}")
+        values: dict[str, Any] = {}
+        for key, spec in schema.items():
+            full = _join(where, key)
+            if key not in raw or raw[key] is None:
+                if spec.default is _REQUIRED:
+                    hint = f" ({spec.hint})" if spec.hint else ""
+                    raise self.error(raw.line, full, f"missing; add it{hint}")
+                values[key] = spec.default
+                continue
+            value = raw[key]
+            kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+            if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+                raise self.error(raw.line_of(key), full,
+                                 f"must be {_type_name(spec.kind)}, not {value!r}")
+            if spec.choices and value not in spec.choices:
+                raise self.error(raw.line_of(key), full,
+                                 f"{value!r} is not one of {', '.join(spec.choices)}")
+            too_small = isinstance(value, int | float) and value < (spec.minimum or 0)
+            if spec.minimum is not None and too_small:
+                raise self.error(raw.line_of(key), full, f"must be at least {spec.minimum:g}")
+            values[key] = value
+        values["__lines__"] = raw
+        return values
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_secret_file(path: Path) -> str | None:
+    """Why ``path`` is not acceptable as a secret file, or None if it is."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return f"{path} does not exist; create it (mode 0600) with the secret on one line"
+    except PermissionError:
+        return f"{path} cannot be read by this user; check its owner and mode"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file"
+    if info.st_mode & 0o007:
+        return f"{path} is readable by others (mode {info.st_mode & 0o777:04o}); chmod 0600 it"
+    if not os.access(path, os.R_OK):
+        return f"{path} cannot be read by this user; check its owner and mode"
+    return None
+
+
+def load(path: Path | str = DEFAULT_PATH) -> Config:
+    """Read and validate the configuration file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, None, "", "file not found; copy the annotated example from "
+                          "/usr/share/doc/listd/examples/listd.yml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, "", f"cannot be read: {exc}") from None
+    try:
+        raw = load_marked(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(path, mark.line + 1 if mark else None, "",
+                          f"not valid YAML: {problem}") from None
+    return parse(raw, path)
+
+
+def parse(raw: Any, path: Path) -> Config:
+    """Validate an already-parsed YAML document (see :func:`load`)."""
+    reader = _Reader(path)
+    top = reader.section(raw, "", _TOP_KEYS, 1)
+    imap = reader.section(top["imap"], "imap", _IMAP_KEYS, top["__lines__"].line_of("imap"))
+    smtp = reader.section(top["smtp"], "smtp", _SMTP_KEYS, top["__lines__"].line_of("smtp"))
+    auth = reader.section(top["auth"], "auth", _AUTH_KEYS, top["__lines__"].line_of("auth"))
+    base = path.parent
+
+    def resolve(value: str | None) -> Path | None:
+        return None if value is None else (base / value if not os.path.isabs(value)
+                                           else Path(value))
+
+    for where, section in (("imap", imap), ("smtp", smtp)):
+        if section["tls"] == "none" and not _is_loopback(section["host"]):
+            raise reader.error(section["__lines__"].line_of("tls"), f"{where}.tls",
+                               f"'none' sends the password in clear text to {section['host']}; "
+                               "use implicit or starttls (none is allowed for loopback hosts only)")
+        ca = resolve(section["ca_file"])
+        if ca is not None and not ca.is_file():
+            raise reader.error(section["__lines__"].line_of("ca_file"), f"{where}.ca_file",
+                               f"{ca} does not exist")
+    if smtp["retry_max"] < smtp["retry_initial"]:
+        raise reader.error(smtp["__lines__"].line_of("retry_max"), "smtp.retry_max",
+                           "must not be smaller than smtp.retry_initial")
+
+    password_file = resolve(auth["password_file"])
+    # IMAP always logs in with it; SMTP only when smtp.username is set.
+    if auth["method"] == "password":
+        if password_file is None:
+            raise reader.error(auth["__lines__"].line, "auth.password_file",
+                               "missing; name the file holding the mailbox password (mode 0600)")
+        problem = check_secret_file(password_file)
+        if problem:
+            raise reader.error(auth["__lines__"].line_of("password_file"),
+                               "auth.password_file", problem)
+
+    lists = _parse_lists(reader, top["lists"], top["__lines__"].line_of("lists"))
+    return Config(
+        path=path,
+        state_dir=resolve(top["state_dir"]) or Path("/var/lib/listd"),
+        imap=ImapConfig(**_fields(imap), ca_file=resolve(imap["ca_file"])),
+        smtp=SmtpConfig(**_fields(smtp), ca_file=resolve(smtp["ca_file"])),
+        auth=AuthConfig(method=auth["method"], password_file=password_file),
+        lists=lists,
+    )
+
+
+def _fields(section: dict[str, Any]) -> dict[str, Any]:
+    return {k: float(v) if isinstance(v, int) and k in _FLOAT_KEYS else v
+            for k, v in section.items() if k not in ("__lines__", "ca_file")}
+
+
+_FLOAT_KEYS = {"poll_interval", "timeout", "retry_initial", "retry_max", "give_up_after"}
+
+
+def _parse_lists(reader: _Reader, raw: Any, line: int) -> dict[str, ListConfig]:
+    if not isinstance(raw, MarkedDict):
+        raise reader.error(line, "lists", "must be a mapping of list ids to list settings")
+    lists: dict[str, ListConfig] = {}
+    seen: dict[str, str] = {}
+    for list_id in raw:
+        where = f"lists.{list_id}"
+        key_line = raw.line_of(list_id)
+        if not _LIST_ID_RE.match(list_id):
+            raise reader.error(key_line, where, "a list id uses lower-case letters, digits, "
+                               "'.', '_' and '-' only (at most 64)")
+        values = reader.section(raw[list_id], where, _LIST_KEYS, key_line)
+        lines: MarkedDict = values["__lines__"]
+        address = values["address"].strip()
+        _check_address(reader, lines.line_of("address"), f"{where}.address", address)
+        other = seen.get(address_key(address))
+        if other is not None:
+            raise reader.error(lines.line_of("address"), f"{where}.address",
+                               f"{address} is already the address of list '{other}'; "
+                               "each list needs its own address")
+        seen[address_key(address)] = list_id
+        owners: list[str] = []
+        for owner in values["owners"]:
+            if not isinstance(owner, str):
+                raise reader.error(lines.line_of("owners"), f"{where}.owners",
+                                   f"must be a list of addresses, not {owner!r}")
+            _check_address(reader, lines.line_of("owners"), f"{where}.owners", owner.strip())
+            owners.append(owner.strip())
+        if values["posting"] == "owners" and not owners:
+            raise reader.error(lines.line_of("posting"), f"{where}.posting",
+                               "'owners' needs at least one address in owners")
+        prefix = values["subject_prefix"]
+        if any(c in prefix for c in "\r\n"):
+            raise reader.error(lines.line_of("subject_prefix"), f"{where}.subject_prefix",
+                               "must be on one line")
+        name = values["name"] if values["name"] is not None else list_id
+        if any(c in name for c in "\r\n"):
+            raise reader.error(lines.line_of("name"), f"{where}.name", "must be on one line")
+        lists[list_id] = ListConfig(
+            id=list_id, address=address, name=name, owners=tuple(owners),
+            posting=values["posting"], subject_prefix=prefix, reply_to=values["reply_to"],
+            author_copy=values["author_copy"])
+    return lists
+
+
+def _check_address(reader: _Reader, line: int, key: str, address: str) -> None:
+    if not is_valid_address(address):
+        raise reader.error(line, key, f"{address!r} is not an email address (local@domain)")
+

@@ -1,0 +1,232 @@
+"""The loop: fetch → journal → classify → decide → rewrite → enqueue → deliver → wait.
+
+Only this module orchestrates. It never dies of a network problem: IMAP errors lead to a
+reconnect with capped exponential backoff and jitter, a refused sign-in to a long pause
+that is reported in the status, SMTP trouble to deferred deliveries. After a crash, the
+journal tells it what was left: undecided messages are decided, pending deliveries go
+out before anything new is fetched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from listd.config import Config, ConfigError
+from listd.credentials import AuthError
+from listd.decide import Decider
+from listd.delivery import Deliverer, DeliveryReport
+from listd.intake import Intake
+from listd.net.imap import ImapError, ImapMailbox
+from listd.notify import Notifier
+from listd.retry import Backoff, RetryPolicy
+from listd.store import Store
+from listd.transports import Transports
+
+log = logging.getLogger(__name__)
+
+IDLE_REISSUE_S = 600.0  # RFC 2177: re-issue IDLE at least every 29 minutes; we do 10
+RECONNECT = Backoff(initial=1.0, maximum=300.0)
+AUTH_FAILURE_PAUSE_S = 900.0  # a refused password does not get better by retrying fast
+
+EX_OK = 0
+EX_TEMPFAIL = 75
+
+
+@dataclass
+class Health:
+    """What the status line, listctl and metrics report about the loop."""
+
+    imap_failures: int = 0
+    problem: str = ""
+    last_poll: float | None = None
+
+
+class Service:
+    def __init__(self, config: Config, store: Store, *,
+                 transports_for: Callable[[Config], Transports] = Transports,
+                 reload: Callable[[], Config] | None = None,
+                 notifier: Notifier | None = None, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None, wakeup_fd: int | None = None) -> None:
+        self._store = store
+        self._transports_for = transports_for
+        self._reload = reload
+        self._notifier = notifier or Notifier({})
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._wakeup_fd = wakeup_fd
+        self.stop = threading.Event()
+        self.reload_requested = threading.Event()
+        self.health = Health()
+        self._mailbox: ImapMailbox | None = None
+        self._apply(config)
+
+    def _apply(self, config: Config) -> None:
+        self.config = config
+        self._transports = self._transports_for(config)
+        self._intake = Intake(self._store, config.imap, self._clock)
+        self._decider = Decider(self._store, config, self._clock)
+        smtp = config.smtp
+        self._deliverer = Deliverer(
+            self._store, smtp, self._transports.smtp,
+            RetryPolicy(Backoff(smtp.retry_initial, smtp.retry_max), smtp.give_up_after),
+            self._clock, self._rng, self.stop)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self, once: bool = False) -> int:
+        """Serve until stopped; with ``once``, drain the mailbox and due deliveries."""
+        self._notifier.ready(f"starting · {len(self.config.lists)} list(s)")
+        self._decide_journaled()
+        self._deliver()
+        while not self.stop.is_set():
+            if self.reload_requested.is_set():
+                self._do_reload()
+            polled = self._poll_mailbox()
+            report = self._deliver()
+            self._notifier.watchdog()
+            self._notifier.status(self.status_line())
+            if once:
+                self._close_mailbox()
+                trouble = not polled or report.auth_problem or report.connect_problem
+                return EX_TEMPFAIL if trouble else EX_OK
+            self._wait(polled)
+        self._notifier.stopping()
+        self._close_mailbox()
+        return EX_OK
+
+    def _poll_mailbox(self) -> bool:
+        """Bring the journal up to date with the mailbox and decide what is new."""
+        try:
+            if self._mailbox is None:
+                mailbox = self._transports.mailbox()
+                mailbox.connect()
+                self._mailbox = mailbox
+                self._intake.start_position(mailbox)
+                log.info("connected to %s:%d, folder %s", self.config.imap.host,
+                         self.config.imap.port, self.config.imap.folder)
+            result = self._intake.poll(self._mailbox)
+            if result.fetched or result.duplicates:
+                log.info("fetched %d new message(s), %d duplicate(s)", result.fetched,
+                         result.duplicates)
+        except AuthError as exc:
+            self._imap_failed(f"signing in failed: {exc}")
+            return False
+        except ImapError as exc:
+            self._imap_failed(str(exc))
+            return False
+        finally:
+            self._decide_journaled()
+        self.health.imap_failures = 0
+        self.health.problem = ""
+        self.health.last_poll = self._clock()
+        self._store.set_status(last_poll=f"{self.health.last_poll:.3f}", imap_problem="")
+        return True
+
+    def _imap_failed(self, problem: str) -> None:
+        self._close_mailbox()
+        self.health.imap_failures += 1
+        self.health.problem = problem
+        log.warning("%s (failure %d in a row)", problem, self.health.imap_failures)
+        self._store.set_status(imap_problem=problem)
+
+    def _decide_journaled(self) -> None:
+        for inbound in self._store.unprocessed():
+            if self.stop.is_set():
+                return
+            self._decider.process(inbound)
+
+    def _deliver(self) -> DeliveryReport:
+        report = self._deliverer.deliver_due()
+        if report.results:
+            log.info("deliveries: %s", ", ".join(f"{n} {k}" for k, n in
+                                                  sorted(report.results.items())))
+        problem = report.auth_problem or report.connect_problem
+        if problem:
+            log.warning("SMTP: %s", problem)
+        self._store.set_status(smtp_problem=problem)
+        return report
+
+    # --- waiting ----------------------------------------------------------------------------
+
+    def _wait(self, polled: bool) -> None:
+        now = self._clock()
+        timeout = IDLE_REISSUE_S
+        if not polled:
+            pause = (AUTH_FAILURE_PAUSE_S if self.health.problem.startswith("signing in")
+                     else RECONNECT.delay(self.health.imap_failures, self._rng))
+            timeout = pause
+        next_due = self._store.next_due()
+        if next_due is not None:
+            timeout = min(timeout, max(0.0, next_due - now))
+        if self._notifier.watchdog_interval:
+            timeout = min(timeout, self._notifier.watchdog_interval / 2)
+        mailbox = self._mailbox
+        try:
+            if mailbox is not None and self.config.imap.idle and mailbox.supports_idle():
+                mailbox.idle_wait(timeout, self._wakeup_fd)
+            else:
+                if mailbox is not None:
+                    timeout = min(timeout, self.config.imap.poll_interval)
+                self._sleep(timeout)
+        except ImapError as exc:
+            self._imap_failed(str(exc))
+        self._drain_wakeup()
+
+    def _sleep(self, timeout: float) -> None:
+        if self._wakeup_fd is not None:
+            select.select([self._wakeup_fd], [], [], timeout)
+        else:
+            self.stop.wait(timeout)
+
+    def _drain_wakeup(self) -> None:
+        if self._wakeup_fd is None:
+            return
+        try:
+            while os.read(self._wakeup_fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    # --- control ------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+    def _do_reload(self) -> None:
+        self.reload_requested.clear()
+        if self._reload is None:
+            return
+        self._notifier.reloading()
+        try:
+            config = self._reload()
+        except ConfigError as exc:
+            log.error("configuration not reloaded, keeping the running one: %s", exc)
+        else:
+            reconnect = (config.imap, config.auth) != (self.config.imap, self.config.auth)
+            self._apply(config)
+            if reconnect:
+                self._close_mailbox()
+            log.info("configuration reloaded: %d list(s)", len(config.lists))
+        self._notifier.ready(self.status_line())
+
+    def _close_mailbox(self) -> None:
+        mailbox, self._mailbox = self._mailbox, None
+        if mailbox is not None:
+            mailbox.close()
+
+    def status_line(self) -> str:
+        if self.health.problem:
+            return self.health.problem
+        counts = self._store.delivery_counts()
+        since = ""
+        if self.health.last_poll is not None:
+            since = f" · last poll {int(self._clock() - self.health.last_poll)} s ago"
+        return (f"idle · {len(self.config.lists)} list(s){since} · "
+                f"{counts['pending']} pending")

@@ -1,0 +1,123 @@
+"""Fixtures with real mail servers on 127.0.0.1, and the CI no-skip rule."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers.certs import make_cert
+from tests.servers.dovecot import Dovecot
+from tests.servers.smtpcapture import SmtpCapture
+from tests.servers.smtpsink import SmtpSink
+
+LIST_USER = "list@example.test"
+LIST_PASSWORD = "listpw"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # aiosmtpd warns on every implicit-TLS connection with AUTH, because it
+    # only counts STARTTLS as TLS; auth_require_tls=False there is deliberate.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Requiring AUTH while not requiring TLS:UserWarning"
+    )
+
+
+# ------------------------------------------------------------------ servers
+@pytest.fixture(scope="session")
+def certs() -> Iterator[tuple[Path, Path]]:
+    """One self-signed (cert, key) for all servers; clients use cafile=cert."""
+    # mkdtemp + 0755, not tmp_path_factory: its 0700 dirs hide the key from
+    # Dovecot's unprivileged processes.
+    directory = Path(tempfile.mkdtemp(prefix="listd-certs-"))
+    directory.chmod(0o755)
+    try:
+        yield make_cert(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot_server(certs: tuple[Path, Path]) -> Iterator[Dovecot]:
+    """One Dovecot per session (per xdist worker); use ``dovecot`` in tests."""
+    server = Dovecot(cert=certs)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def dovecot(dovecot_server: Dovecot) -> Dovecot:
+    """The session Dovecot, running, with empty mailboxes for every user.
+
+    A previous test may have stopped it (restart tests) or filled mailboxes,
+    forced a UIDVALIDITY or created folders; all of that is undone here.
+    """
+    if not dovecot_server.running:
+        dovecot_server.start()
+    dovecot_server.reset()
+    return dovecot_server
+
+
+@pytest.fixture
+def smtp(certs: tuple[Path, Path]) -> Iterator[SmtpCapture]:
+    """Capturing SMTP server without AUTH (STARTTLS offered, not required)."""
+    with SmtpCapture(cert=certs) as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_auth(certs: tuple[Path, Path]) -> Iterator[SmtpCapture]:
+    """Capturing SMTP server requiring AUTH PLAIN/LOGIN as list@example.test."""
+    with SmtpCapture(cert=certs, auth_users={LIST_USER: LIST_PASSWORD}) as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """Postfix smtp-sink (no dump files) for throughput tests."""
+    with SmtpSink() as sink:
+        yield sink
+
+
+# ------------------------------------------------------- CI: no silent skips
+# In CI the real-server tests must run; a skip (missing binary, import
+# skipped, ...) would otherwise turn into a green build that tested nothing.
+_skipped: list[str] = []
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _skipped.clear()
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # xfail is reported as "skipped" too, but it is a deliberate expectation
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _in_ci() and _skipped and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _in_ci() and _skipped:
+        terminalreporter.section("skipped tests are failures in CI", red=True)
+        for nodeid in _skipped:
+            terminalreporter.line(f"SKIPPED (CI is set): {nodeid}")

@@ -1,0 +1,1 @@
+"""Throwaway real mail servers (Dovecot, aiosmtpd, smtp-sink) for listd tests."""
