@@ -1,0 +1,558 @@
+#!/usr/bin/env python3
+"""Fan-out benchmark: one post to N subscribers, listd against two references, one run.
+
+Everything runs on 127.0.0.1 on ports chosen by the OS, against Postfix's ``smtp-sink``
+and a throwaway Dovecot, both children of this script and stopped by their own PIDs:
+
+1. subscribe N members with ``listctl subscribe bench -`` (timed on its own);
+2. append one post of about ``--size`` bytes to list@example.test's INBOX;
+3. run ``python -m listd --once`` and time the whole process (start-up, IMAP, journal,
+   fan-out), its peak RSS (``wait4`` on its own PID, so nothing else is counted), and
+   from its log the time from "fetched" to the last delivery recorded;
+4. verify with ``listctl status --json`` and the sink's counter that every recipient
+   was sent exactly once, in ceil(N / max_recipients) transactions;
+5. references against the same sink: a naive smtplib client (one connection, one
+   transaction per recipient) and ``smtp-source`` (100 RCPT per transaction, one
+   connection).
+
+The machine is noisy: compare the ratios within one run, not absolute rates between runs.
+Usage (from the repository root, with the project's venv python)::
+
+    python3 bench/fanout.py [--recipients 50000] [--max-recipients 100] \
+        [--connections 4] [--size 4096]
+
+Prints a table, then one JSON line with every figure. Exit status 0 when every
+verification passed (the goals are reported, not enforced), 1 when one failed, 2 on a
+usage error, 124 on the global timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import select
+import shutil
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.servers.dovecot import Dovecot  # noqa: E402
+from tests.servers.smtpsink import SmtpSink  # noqa: E402
+
+HOST = "127.0.0.1"
+LIST_USER = "list@example.test"
+LIST_PASSWORD = "listpw"
+LIST_ID = "bench"
+LIST_ADDRESS = "bench@example.test"
+AUTHOR = "alice@example.test"
+DOMAINS = 50
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+SOURCE_RCPT_PER_TXN = 100  # the reference of shared/performance.md
+GOAL_VS_NAIVE = 5.0  # listd whole --once run at least this many times the naive rate
+GOAL_RSS_MB = 80.0
+
+_SINK_COUNTERS = re.compile(r"sess=(\d+) quit=(\d+) mesg=(\d+)")
+_SENT = re.compile(r"deliveries: .*?(\d+) sent")
+
+
+class BenchTimeout(Exception):
+    """The global time limit was reached."""
+
+
+class VerificationError(Exception):
+    """listd did not do what it should: the figures of this run are meaningless."""
+
+
+# --- measuring one child process ---------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    """One child process: exit code, wall time, resources, output."""
+
+    returncode: int
+    wall_s: float
+    max_rss_mb: float
+    user_s: float
+    sys_s: float
+    stdout: bytes
+    stderr: list[tuple[float, str]]  # (seconds since start, line) as the lines arrived
+
+    def stderr_text(self) -> str:
+        return "".join(line for _, line in self.stderr)
+
+    def first(self, needle: str) -> tuple[float, str] | None:
+        """The first stderr line containing ``needle``, with its arrival time."""
+        return next(((t, line) for t, line in self.stderr if needle in line), None)
+
+
+def _kill(pidfd: int, pid: int) -> int:
+    """SIGKILL our child through its pidfd (no PID-reuse race) and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    return os.waitstatus_to_exitcode(os.wait4(pid, 0)[1])
+
+
+def run_measured(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
+                 stdin: bytes | None = None) -> Measured:
+    """Run ``cmd``, reading stdout and timestamped stderr lines while it runs.
+
+    Resources come from ``wait4`` on the child's own PID: its peak RSS and CPU time (and
+    those of children it waited for), never those of our other children (the servers).
+    The wall time ends when the process exits (pidfd readable), not when its pipes close.
+    """
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE)
+    pidfd = os.pidfd_open(proc.pid)
+    out = bytearray()
+    lines: list[tuple[float, str]] = []
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        for chunk in iter(lambda: proc.stdout.read(65536), b""):  # type: ignore[union-attr]
+            out.extend(chunk)
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            lines.append((time.monotonic() - start, raw.decode("utf-8", "replace")))
+
+    def write_stdin() -> None:
+        assert proc.stdin is not None and stdin is not None
+        with contextlib.suppress(BrokenPipeError), proc.stdin:
+            proc.stdin.write(stdin)
+
+    threads = [threading.Thread(target=read_stdout, daemon=True),
+               threading.Thread(target=read_stderr, daemon=True)]
+    if stdin is not None:
+        threads.append(threading.Thread(target=write_stdin, daemon=True))
+    try:
+        for thread in threads:
+            thread.start()
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        if not ready:
+            proc.returncode = _kill(pidfd, proc.pid)
+            raise TimeoutError(f"{cmd[0]} ... did not finish within {timeout:.0f} s")
+        wall = time.monotonic() - start
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        for thread in threads:
+            thread.join(10.0)
+    except BaseException:
+        if proc.returncode is None:
+            proc.returncode = _kill(pidfd, proc.pid)
+        raise
+    finally:
+        os.close(pidfd)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+    return Measured(proc.returncode, wall, usage.ru_maxrss / 1024.0, usage.ru_utime,
+                    usage.ru_stime, bytes(out), lines)
+
+
+# --- the pieces of the run --------------------------------------------------------------
+
+
+def recipient_addresses(count: int) -> list[str]:
+    """m00001@d01.example.test ... spread round-robin over DOMAINS domains."""
+    width = max(5, len(str(count)))
+    return [f"m{i:0{width}d}@d{i % DOMAINS:02d}.example.test" for i in range(1, count + 1)]
+
+
+def make_post(size: int) -> bytes:
+    """A plain-text post of about ``size`` bytes (headers included), CRLF line ends."""
+    head = (f"From: Alice Example <{AUTHOR}>\r\nTo: {LIST_ADDRESS}\r\n"
+            "Subject: fan-out benchmark\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\n"
+            f"Message-ID: <{time.time_ns()}.{os.getpid()}@example.test>\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n").encode()
+    line = b"The quick brown fox jumps over the lazy dog; fan-out benchmark filler.\r\n"
+    body = bytearray()
+    while len(head) + len(body) < size:
+        body += line
+    return head + bytes(body[: max(2, size - len(head) - 2)]).rstrip(b"\r\n") + b"\r\n"
+
+
+def write_config(directory: Path, dovecot: Dovecot, sink: SmtpSink,
+                 max_recipients: int, connections: int) -> Path:
+    password = directory / "password"
+    password.write_text(LIST_PASSWORD + "\n")
+    password.chmod(0o600)
+    document = {
+        "state_dir": str(directory / "state"),
+        "imap": {"host": HOST, "port": dovecot.imaps_port, "tls": "implicit",
+                 "username": LIST_USER, "ca_file": str(dovecot.cafile),
+                 "initial_sync": "all", "timeout": 30},
+        "smtp": {"host": HOST, "port": sink.port, "tls": "none",
+                 "max_recipients": max_recipients, "connections": connections,
+                 "timeout": 30},
+        "auth": {"method": "password", "password_file": str(password)},
+        "lists": {LIST_ID: {"address": LIST_ADDRESS, "name": "Fan-out benchmark",
+                            "posting": "open"}},
+    }
+    path = directory / "listd.yml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
+        env.pop(name, None)
+    return env
+
+
+def listctl(config: Path, *args: str, stdin: bytes | None = None,
+            timeout: float = 120.0) -> Measured:
+    cmd = [sys.executable, "-m", "listd.cli.listctl", "--config", str(config), *args]
+    result = run_measured(cmd, timeout=timeout, env=child_env(), stdin=stdin)
+    if result.returncode != 0:
+        raise VerificationError(f"listctl {' '.join(args)} -> exit {result.returncode}:\n"
+                                f"{result.stderr_text()[-2000:]}")
+    return result
+
+
+@dataclass(frozen=True)
+class SinkCounters:
+    sessions: int
+    messages: int
+
+    @classmethod
+    def read(cls, sink: SmtpSink) -> SinkCounters:
+        found = _SINK_COUNTERS.findall(sink.log_text())
+        return cls(int(found[-1][0]), int(found[-1][2])) if found else cls(0, 0)
+
+
+def wait_sink(sink: SmtpSink, before: SinkCounters, expected: int,
+              settle_s: float = 0.3) -> SinkCounters:
+    """The sink's counters once ``expected`` more messages arrived (and nothing more)."""
+    with contextlib.suppress(TimeoutError):
+        sink.wait_for_messages(before.messages + expected, timeout=10.0)
+    time.sleep(settle_s)  # lets a surplus show, and the session counter catch up
+    return SinkCounters.read(sink)
+
+
+def naive_smtplib(port: int, recipients: Sequence[str], message: bytes,
+                  budget_s: float) -> tuple[int, float]:
+    """One connection, one transaction (MAIL, RCPT, DATA) per recipient.
+
+    Stops after ``budget_s`` seconds; returns (recipients sent, seconds).
+    """
+    sent = 0
+    start = time.monotonic()
+    with smtplib.SMTP(HOST, port, timeout=30) as smtp:
+        smtp.ehlo()
+        for recipient in recipients:
+            refused = smtp.sendmail(LIST_ADDRESS, [recipient], message)
+            if refused:
+                raise VerificationError(f"sink refused {refused}")
+            sent += 1
+            if time.monotonic() - start > budget_s:
+                break
+    return sent, time.monotonic() - start
+
+
+def smtp_source(port: int, recipients: int, size: int, timeout: float) -> tuple[int, Measured]:
+    """``smtp-source`` on one connection (``-d``), 100 RCPT per transaction."""
+    messages = max(1, math.ceil(recipients / SOURCE_RCPT_PER_TXN))
+    cmd = [SMTP_SOURCE, "-d", "-s", "1", "-r", str(SOURCE_RCPT_PER_TXN), "-m", str(messages),
+           "-l", str(size), "-M", "localhost", "-f", LIST_ADDRESS, "-t", "member@example.test",
+           f"{HOST}:{port}"]
+    result = run_measured(cmd, timeout=timeout)
+    if result.returncode != 0:
+        raise VerificationError(f"smtp-source -> exit {result.returncode}: "
+                                f"{result.stderr_text()[-2000:]}")
+    return messages, result
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    figures: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def check(self, name: str, ok: bool, problem: str) -> None:
+        self.checks[name] = ok
+        if not ok:
+            self.problems.append(problem)
+
+
+def _phase(result: Measured, needle: str) -> float | None:
+    found = result.first(needle)
+    return round(found[0], 4) if found else None
+
+
+def run_listd(config: Path, timeout: float) -> Measured:
+    cmd = [sys.executable, "-m", "listd", "--config", str(config), "--once"]
+    return run_measured(cmd, timeout=timeout, env=child_env())
+
+
+def benchmark(args: argparse.Namespace, cleanup: contextlib.ExitStack,
+              progress: Callable[[str], None]) -> Report:
+    report = Report()
+    n, batch = args.recipients, args.max_recipients
+    fig = report.figures
+    fig.update(recipients=n, max_recipients=batch, connections=args.connections,
+               size=args.size, domains=DOMAINS, python=sys.version.split()[0])
+
+    progress("starting smtp-sink and Dovecot")
+    sink = SmtpSink()
+    cleanup.callback(sink.cleanup)
+    sink.start()
+    dovecot = Dovecot()
+    cleanup.callback(dovecot.cleanup)
+    dovecot.start()
+    work = Path(tempfile.mkdtemp(prefix="listd-bench-"))
+    cleanup.callback(shutil.rmtree, work, True)
+    config = write_config(work, dovecot, sink, batch, args.connections)
+
+    progress(f"subscribing {n} members")
+    recipients = recipient_addresses(n)
+    subscribed = listctl(config, "subscribe", LIST_ID, "-",
+                         stdin="".join(r + "\n" for r in recipients).encode(),
+                         timeout=args.timeout)
+    fig["subscribe_s"] = round(subscribed.wall_s, 3)
+    fig["subscribe_per_s"] = round(n / subscribed.wall_s)
+    fig["subscribe_peak_rss_mb"] = round(subscribed.max_rss_mb, 1)
+    lists = [json.loads(line) for line in listctl(config, "lists", "--json").stdout.splitlines()]
+    active = next((r["active"] for r in lists if r["list"] == LIST_ID), 0)
+    report.check("members_active", active == n, f"{active} active members, expected {n}")
+
+    post = make_post(args.size)
+    fig["post_bytes"] = len(post)
+    dovecot.append(LIST_USER, post)
+
+    progress("running listd --once")
+    before = SinkCounters.read(sink)
+    listd = run_listd(config, args.timeout)
+    log_tail = listd.stderr_text()[-3000:]
+    report.check("listd_exit_0", listd.returncode == 0,
+                 f"listd --once exited {listd.returncode}:\n{log_tail}")
+    fig["listd_s"] = round(listd.wall_s, 3)
+    fig["listd_per_s"] = round(n / listd.wall_s)
+    fig["listd_peak_rss_mb"] = round(listd.max_rss_mb, 1)
+    fig["listd_cpu_user_s"] = round(listd.user_s, 3)
+    fig["listd_cpu_sys_s"] = round(listd.sys_s, 3)
+    marks = {"connected": _phase(listd, "connected to "),
+             "fetched": _phase(listd, " new message(s)"),
+             "queued": _phase(listd, "delivery(ies) queued"),
+             "sent": _phase(listd, "deliveries: ")}
+    fig["listd_log_s"] = marks
+    if marks["fetched"] is not None and marks["sent"] is not None:
+        fanout = marks["sent"] - marks["fetched"]
+        fig["listd_fetch_to_last_250_s"] = round(fanout, 3)
+        fig["listd_fetch_to_last_250_per_s"] = round(n / fanout) if fanout > 0 else None
+    else:
+        report.check("listd_log_marks", False,
+                     f"'fetched' or 'deliveries:' missing in listd's log:\n{log_tail}")
+    sent_line = listd.first("deliveries: ")
+    logged = int(m.group(1)) if sent_line and (m := _SENT.search(sent_line[1])) else 0
+    report.check("listd_logged_sent", logged == n, f"listd logged {logged} sent, expected {n}")
+
+    status = json.loads(listctl(config, "status", "--json").stdout)
+    fig["status"] = {k: status.get(k) for k in ("deliveries_sent", "deliveries_pending",
+                                                "deliveries_failed", "messages_journaled")}
+    report.check("status_sent", status["deliveries_sent"] == n,
+                 f"deliveries_sent {status['deliveries_sent']}, expected {n}")
+    report.check("status_pending_0", status["deliveries_pending"] == 0,
+                 f"deliveries_pending {status['deliveries_pending']}, expected 0")
+    report.check("status_failed_0", status["deliveries_failed"] == 0,
+                 f"deliveries_failed {status['deliveries_failed']}, expected 0")
+    expected_txn = math.ceil(n / batch)
+    after = wait_sink(sink, before, expected_txn)
+    fig["sink_listd_transactions"] = after.messages - before.messages
+    fig["sink_listd_sessions"] = after.sessions - before.sessions
+    report.check("sink_transactions", after.messages - before.messages == expected_txn,
+                 f"smtp-sink counted {after.messages - before.messages} messages, "
+                 f"expected {expected_txn}")
+
+    naive_n = min(n, args.naive_max)
+    progress(f"naive smtplib reference, up to {naive_n} recipients")
+    before = SinkCounters.read(sink)
+    naive_sent, naive_s = naive_smtplib(sink.port, recipients[:naive_n], post,
+                                        args.naive_budget)
+    after = wait_sink(sink, before, naive_sent)
+    report.check("sink_naive", after.messages - before.messages == naive_sent,
+                 f"smtp-sink counted {after.messages - before.messages} naive messages, "
+                 f"expected {naive_sent}")
+    fig["naive_recipients"] = naive_sent
+    fig["naive_s"] = round(naive_s, 3)
+    fig["naive_per_s"] = round(naive_sent / naive_s)
+
+    progress(f"smtp-source reference, {n} recipients")
+    before = SinkCounters.read(sink)
+    source_txn, source = smtp_source(sink.port, n, args.size, args.timeout)
+    after = wait_sink(sink, before, source_txn)
+    report.check("sink_source", after.messages - before.messages == source_txn,
+                 f"smtp-sink counted {after.messages - before.messages} smtp-source messages,"
+                 f" expected {source_txn}")
+    source_rcpts = source_txn * SOURCE_RCPT_PER_TXN
+    fig["source_recipients"] = source_rcpts
+    fig["source_s"] = round(source.wall_s, 3)
+    fig["source_per_s"] = round(source_rcpts / source.wall_s)
+    fig["source_peak_rss_mb"] = round(source.max_rss_mb, 1)
+
+    fig["ratio_listd_vs_naive"] = round(fig["listd_per_s"] / fig["naive_per_s"], 2)
+    fig["ratio_listd_vs_source"] = round(fig["listd_per_s"] / fig["source_per_s"], 3)
+    fanout_rate = fig.get("listd_fetch_to_last_250_per_s")
+    if fanout_rate:
+        fig["ratio_fanout_vs_naive"] = round(fanout_rate / fig["naive_per_s"], 2)
+        fig["ratio_fanout_vs_source"] = round(fanout_rate / fig["source_per_s"], 3)
+    fig["goal_listd_5x_naive"] = fig["ratio_listd_vs_naive"] >= GOAL_VS_NAIVE
+    fig["goal_rss_below_80mb"] = fig["listd_peak_rss_mb"] < GOAL_RSS_MB
+    return report
+
+
+# --- output and main --------------------------------------------------------------------
+
+
+def table(fig: dict[str, Any]) -> str:
+    def num(key: str, unit: str = "", digits: int = 0) -> str:
+        value = fig.get(key)
+        if value is None:
+            return "-"
+        return f"{value:,.{digits}f}{unit}" if isinstance(value, int | float) else str(value)
+
+    rows = [
+        ("what", "recipients", "seconds", "recipients/s", "peak RSS"),
+        ("listd --once, whole process", num("recipients"), num("listd_s", digits=2),
+         num("listd_per_s"), num("listd_peak_rss_mb", " MB", 1)),
+        ("listd fetched -> last 250", num("recipients"),
+         num("listd_fetch_to_last_250_s", digits=2), num("listd_fetch_to_last_250_per_s"),
+         ""),
+        ("naive smtplib, 1 RCPT/txn, 1 conn", num("naive_recipients"), num("naive_s", digits=2),
+         num("naive_per_s"), ""),
+        (f"smtp-source, {SOURCE_RCPT_PER_TXN} RCPT/txn, 1 conn", num("source_recipients"),
+         num("source_s", digits=2), num("source_per_s"), num("source_peak_rss_mb", " MB", 1)),
+        ("listctl subscribe (not in the above)", num("recipients"), num("subscribe_s", digits=2),
+         num("subscribe_per_s"), num("subscribe_peak_rss_mb", " MB", 1)),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+
+    def verdict(key: str) -> str:
+        return "met" if fig.get(key) else "NOT met"
+
+    lines += [
+        "",
+        f"listd whole run / naive:       {num('ratio_listd_vs_naive', 'x', 2)}"
+        f"   (goal >= {GOAL_VS_NAIVE:g}x: {verdict('goal_listd_5x_naive')})",
+        f"listd fetch->250 / naive:      {num('ratio_fanout_vs_naive', 'x', 2)}",
+        f"listd whole run / smtp-source: {num('ratio_listd_vs_source', 'x', 3)}",
+        f"listd fetch->250 / smtp-source: {num('ratio_fanout_vs_source', 'x', 3)}",
+        f"listd peak RSS: {num('listd_peak_rss_mb', ' MB', 1)}"
+        f"   (goal < {GOAL_RSS_MB:g} MB: {verdict('goal_rss_below_80mb')})",
+        f"listd log marks (s after start): {fig.get('listd_log_s')}",
+        f"smtp-sink: {num('sink_listd_transactions')} listd transactions in "
+        f"{num('sink_listd_sessions')} sessions; listctl status: {fig.get('status')}",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+
+    def bounded(low: int, high: int) -> Callable[[str], int]:
+        def convert(text: str) -> int:
+            value = int(text)
+            if not low <= value <= high:
+                raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+            return value
+        return convert
+
+    parser.add_argument("--recipients", type=bounded(1, 1_000_000), default=50_000)
+    parser.add_argument("--max-recipients", type=bounded(1, 1000), default=100,
+                        help="listd smtp.max_recipients (RCPT per transaction)")
+    parser.add_argument("--connections", type=bounded(1, 64), default=4,
+                        help="listd smtp.connections")
+    parser.add_argument("--size", type=bounded(300, 10_000_000), default=4096,
+                        help="approximate size of the post in bytes")
+    parser.add_argument("--naive-max", type=bounded(1, 1_000_000), default=10_000,
+                        help="at most this many recipients for the naive client")
+    parser.add_argument("--naive-budget", type=float, default=60.0,
+                        help="stop the naive client after this many seconds")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="global time limit in seconds; everything stops after it")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def global_timeout(seconds: float) -> Iterator[None]:
+    """SIGALRM after ``seconds`` raises BenchTimeout in the main thread; SIGTERM raises
+    SystemExit there. Either unwinds through the clean-up."""
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise BenchTimeout(f"global time limit of {seconds:g} s reached")
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    old_alarm = signal.signal(signal.SIGALRM, on_alarm)
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_alarm)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def progress(text: str) -> None:
+        if not args.quiet:
+            print(f"[fanout] {text}", file=sys.stderr, flush=True)
+
+    report: Report | None = None
+    try:
+        # the servers are stopped after the timer is disarmed, so clean-up always completes
+        with contextlib.ExitStack() as cleanup, global_timeout(args.timeout):
+            report = benchmark(args, cleanup, progress)
+            progress("stopping the servers")
+    except BenchTimeout as exc:
+        print(f"fanout: {exc}; everything stopped", file=sys.stderr)
+        return 124
+    except VerificationError as exc:
+        print(f"fanout: {exc}", file=sys.stderr)
+        return 1
+    print(table(report.figures))
+    for problem in report.problems:
+        print(f"FAILED CHECK: {problem}", file=sys.stderr)
+    print(json.dumps({**report.figures, "checks": report.checks,
+                      "ok": not report.problems}, sort_keys=True))
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
