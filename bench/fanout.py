@@ -34,7 +34,6 @@ import json
 import math
 import os
 import re
-import select
 import shutil
 import signal
 import smtplib
@@ -84,6 +83,33 @@ class VerificationError(Exception):
 
 # --- measuring one child process ---------------------------------------------------------
 
+# Peak RSS cannot be read for a child of this (large) process: Linux carries the parent's
+# RSS high-water mark over the fork and the exec into the child's ru_maxrss (/bin/true
+# spawned from a 200 MB Python reports 211 MB). So every measured command is started by
+# this small wrapper, whose own RSS (~10 MB) is the floor of what can be seen; it waits
+# for its one child with wait4 and writes what the kernel says about it to argv[1].
+# SIGTERM/SIGINT to the wrapper SIGKILL that child (its own, not yet reaped: no PID race).
+_WRAPPER = r"""
+import json, os, signal, sys, time
+result, cmd = sys.argv[1], sys.argv[2:]
+stops = {signal.SIGTERM, signal.SIGINT}
+signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+start = time.monotonic()
+pid = os.posix_spawnp(cmd[0], cmd, os.environ, setsigmask=(), setsigdef=stops)
+for s in stops:
+    signal.signal(s, lambda *_: os.kill(pid, signal.SIGKILL))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+_, status, usage = os.wait4(pid, 0)
+wall = time.monotonic() - start
+# the wrapper's own peak; not its ru_maxrss, which holds its parent's (see above)
+with open("/proc/self/status") as f:
+    hwm = next((line for line in f if line.startswith("VmHWM:")), "")
+with open(result, "w") as f:
+    json.dump({"start": start, "wall": wall, "status": os.waitstatus_to_exitcode(status),
+               "maxrss_kb": usage.ru_maxrss, "user": usage.ru_utime, "sys": usage.ru_stime,
+               "floor_kb": int(hwm.split()[1]) if hwm else 0}, f)
+"""
+
 
 @dataclass
 class Measured:
@@ -92,10 +118,11 @@ class Measured:
     returncode: int
     wall_s: float
     max_rss_mb: float
+    rss_floor_mb: float  # the wrapper's own RSS: no smaller peak can be measured
     user_s: float
     sys_s: float
     stdout: bytes
-    stderr: list[tuple[float, str]]  # (seconds since start, line) as the lines arrived
+    stderr: list[tuple[float, str]]  # (seconds since the child started, line) on arrival
 
     def stderr_text(self) -> str:
         return "".join(line for _, line in self.stderr)
@@ -105,71 +132,75 @@ class Measured:
         return next(((t, line) for t, line in self.stderr if needle in line), None)
 
 
-def _kill(pidfd: int, pid: int) -> int:
-    """SIGKILL our child through its pidfd (no PID-reuse race) and reap it."""
-    with contextlib.suppress(ProcessLookupError):
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    return os.waitstatus_to_exitcode(os.wait4(pid, 0)[1])
-
-
 def run_measured(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
                  stdin: bytes | None = None) -> Measured:
-    """Run ``cmd``, reading stdout and timestamped stderr lines while it runs.
+    """Run ``cmd`` under the wrapper, reading stdout and timestamped stderr lines.
 
-    Resources come from ``wait4`` on the child's own PID: its peak RSS and CPU time (and
-    those of children it waited for), never those of our other children (the servers).
-    The wall time ends when the process exits (pidfd readable), not when its pipes close.
+    Wall time, peak RSS and CPU time are the child's own, from ``wait4`` in the wrapper
+    (the wrapper's ~20 ms start-up is not included). Kills the child after ``timeout``.
     """
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE)
-    pidfd = os.pidfd_open(proc.pid)
-    out = bytearray()
-    lines: list[tuple[float, str]] = []
+    with tempfile.NamedTemporaryFile(prefix="listd-bench-rusage-", suffix=".json") as result:
+        wrapper = [sys.executable, "-I", "-S", "-c", _WRAPPER, result.name, *cmd]
+        proc = subprocess.Popen(wrapper, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE)
+        out = bytearray()
+        lines: list[tuple[float, str]] = []  # (time.monotonic(), line)
 
-    def read_stdout() -> None:
-        assert proc.stdout is not None
-        for chunk in iter(lambda: proc.stdout.read(65536), b""):  # type: ignore[union-attr]
-            out.extend(chunk)
+        def read_stdout() -> None:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read(65536):
+                out.extend(chunk)
 
-    def read_stderr() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            lines.append((time.monotonic() - start, raw.decode("utf-8", "replace")))
+        def read_stderr() -> None:
+            assert proc.stderr is not None
+            for raw in proc.stderr:
+                lines.append((time.monotonic(), raw.decode("utf-8", "replace")))
 
-    def write_stdin() -> None:
-        assert proc.stdin is not None and stdin is not None
-        with contextlib.suppress(BrokenPipeError), proc.stdin:
-            proc.stdin.write(stdin)
+        def write_stdin() -> None:
+            assert proc.stdin is not None and stdin is not None
+            with contextlib.suppress(BrokenPipeError), proc.stdin:
+                proc.stdin.write(stdin)
 
-    threads = [threading.Thread(target=read_stdout, daemon=True),
-               threading.Thread(target=read_stderr, daemon=True)]
-    if stdin is not None:
-        threads.append(threading.Thread(target=write_stdin, daemon=True))
+        threads = [threading.Thread(target=read_stdout, daemon=True),
+                   threading.Thread(target=read_stderr, daemon=True)]
+        if stdin is not None:
+            threads.append(threading.Thread(target=write_stdin, daemon=True))
+        try:
+            for thread in threads:
+                thread.start()
+            proc.wait(timeout)
+            for thread in threads:
+                thread.join(10.0)
+        except BaseException:
+            _stop(proc)
+            raise
+        finally:
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        text = Path(result.name).read_text()
+    if proc.returncode != 0 or not text:
+        raise VerificationError(f"measuring wrapper for {cmd[0]} exited {proc.returncode}: "
+                                f"{''.join(line for _, line in lines)[-2000:]}")
+    usage = json.loads(text)
+    start = float(usage["start"])  # CLOCK_MONOTONIC is one clock for all processes
+    return Measured(int(usage["status"]), float(usage["wall"]), usage["maxrss_kb"] / 1024.0,
+                    usage["floor_kb"] / 1024.0, float(usage["user"]), float(usage["sys"]),
+                    bytes(out), [(t - start, line) for t, line in lines])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM our wrapper by its PID (it SIGKILLs its child), SIGKILL it if it hangs."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
     try:
-        for thread in threads:
-            thread.start()
-        ready, _, _ = select.select([pidfd], [], [], timeout)
-        if not ready:
-            proc.returncode = _kill(pidfd, proc.pid)
-            raise TimeoutError(f"{cmd[0]} ... did not finish within {timeout:.0f} s")
-        wall = time.monotonic() - start
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        for thread in threads:
-            thread.join(10.0)
-    except BaseException:
-        if proc.returncode is None:
-            proc.returncode = _kill(pidfd, proc.pid)
-        raise
-    finally:
-        os.close(pidfd)
-        for pipe in (proc.stdin, proc.stdout, proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-    return Measured(proc.returncode, wall, usage.ru_maxrss / 1024.0, usage.ru_utime,
-                    usage.ru_stime, bytes(out), lines)
+        proc.wait(10.0)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10.0)
 
 
 # --- the pieces of the run --------------------------------------------------------------
@@ -356,6 +387,7 @@ def benchmark(args: argparse.Namespace, cleanup: contextlib.ExitStack,
     fig["listd_s"] = round(listd.wall_s, 3)
     fig["listd_per_s"] = round(n / listd.wall_s)
     fig["listd_peak_rss_mb"] = round(listd.max_rss_mb, 1)
+    fig["rss_floor_mb"] = round(listd.rss_floor_mb, 1)
     fig["listd_cpu_user_s"] = round(listd.user_s, 3)
     fig["listd_cpu_sys_s"] = round(listd.sys_s, 3)
     marks = {"connected": _phase(listd, "connected to "),
@@ -540,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.ExitStack() as cleanup, global_timeout(args.timeout):
             report = benchmark(args, cleanup, progress)
             progress("stopping the servers")
-    except BenchTimeout as exc:
+    except (BenchTimeout, subprocess.TimeoutExpired) as exc:
         print(f"fanout: {exc}; everything stopped", file=sys.stderr)
         return 124
     except VerificationError as exc:

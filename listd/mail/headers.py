@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.errors
 import email.header
 import email.utils
+import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ def decode_words(value: str) -> str:
     """Decode RFC 2047 encoded words for display and matching; never raises."""
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+    # MessageError covers CharsetError: an encoded word naming a charset like "utf\xff8".
+    except (ValueError, LookupError, UnicodeError, email.errors.MessageError):
         return value
 
 
@@ -72,7 +74,9 @@ class RawMessage:
     @classmethod
     def parse(cls, data: bytes) -> RawMessage:
         fields: list[Field] = []
-        lines = data.splitlines(keepends=True)
+        # Lines end at LF only: a bare CR is no line break in RFC 5322 (bytes.splitlines
+        # would split there, and a CR-only message could then not be joined back).
+        lines = io.BytesIO(data).readlines()
         newline = b"\r\n" if lines and lines[0].endswith(b"\r\n") else b"\n"
         index = 0
         while index < len(lines):
@@ -93,10 +97,7 @@ class RawMessage:
         return cls(tuple(fields), b"", b"", newline)
 
     def serialize(self) -> bytes:
-        head = b"".join(field.raw for field in self.fields)
-        if self.fields and not self.fields[-1].raw.endswith(b"\n"):
-            head += self.newline  # a last field without line end (message of headers only)
-        return head + (self.separator or self.newline) + self.body
+        return b"".join(field.raw for field in self.fields) + self.separator + self.body
 
     def get_all(self, name: str) -> list[Field]:
         key = name.lower()
@@ -137,6 +138,10 @@ class RawMessage:
             if key not in done:
                 out.append(self._field(_canonical(key), value))
         out.extend(self._field(name, value) for name, value in append)
+        # The last field of a message without body may lack its line end; a field after it
+        # must not be glued onto it.
+        out = [f if f.raw.endswith(b"\n") or i == len(out) - 1
+               else Field(f.name, f.raw + self.newline) for i, f in enumerate(out)]
         return RawMessage(tuple(out), self.separator, self.body, self.newline)
 
     def _field(self, name: str, value: bytes) -> Field:

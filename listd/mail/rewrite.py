@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from listd.config import ListConfig
 from listd.mail.classify import list_id_value
-from listd.mail.encoding import is_ascii, phrase, unstructured
+from listd.mail.encoding import MAX_LINE, is_ascii, mailbox, unstructured
 from listd.mail.headers import RawMessage, decode_words
 
 REMOVED_FIELDS = (
@@ -32,8 +32,12 @@ REMOVED_FIELDS = (
     "List-Unsubscribe-Post", "List-Owner", "List-Archive",
 )
 
+# Leading markers of replies and forwards in many languages, "Re[2]:" and "Re(2):" too.
+# A list prefix is looked for among them, so that "Fwd: [x] t" does not get a second one.
 _REPLY_MARKER_RE = re.compile(
-    r"^(?:re|aw|sv|vs|antw|odp|res|ref|r|rif|wg)(?:\[\d+\]|\(\d+\))?\s*:\s*", re.IGNORECASE)
+    r"(?:re|aw|sv|vs|antw|odp|res|ref|r|rif)(?:\[\d+\]|\(\d+\))?\s*:\s*", re.IGNORECASE)
+_FORWARD_MARKER_RE = re.compile(
+    r"((?:fwd?|wg|tr|enc|rv|pd|vb|vl)(?:\[\d+\]|\(\d+\))?)\s*:\s*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,9 @@ class ListAddresses:
 def list_fields(lst: ListConfig) -> list[tuple[str, bytes]]:
     """The RFC 2369/2919 fields for a list, as (name, value bytes)."""
     addresses = ListAddresses.of(lst)
-    name = phrase(lst.name)
     request = addresses.request
     fields = [
-        ("List-Id", f"{name} <{list_id_value(lst)}>" if name else f"<{list_id_value(lst)}>"),
+        ("List-Id", mailbox(lst.name, list_id_value(lst), "List-Id")),
         ("List-Help", f"<mailto:{request}?subject=help>"),
         ("List-Subscribe", f"<mailto:{request}?subject=subscribe>"),
         ("List-Unsubscribe", f"<mailto:{request}?subject=unsubscribe>"),
@@ -97,49 +100,71 @@ def _from_fields(message: RawMessage, lst: ListConfig, via: str,
     original_from = message.get_all("From")
     authors = message.addresses("From")
     shown = (authors[0][0] or authors[0][1]) if authors else "someone"
-    replace["From"] = f"{phrase(f'{shown} {via}')} <{lst.address}>".encode()
+    replace["From"] = mailbox(f"{shown} {via}", lst.address, "From").encode()
     if original_from:
         replace["X-Original-From"] = original_from[0].raw_value.lstrip(b" \t")
     if reply_to_list:
-        replace["Reply-To"] = _mailbox(lst.name, lst.address)
+        replace["Reply-To"] = mailbox(lst.name, lst.address, "Reply-To").encode()
     elif not message.get_all("Reply-To") and original_from:
         replace["Reply-To"] = original_from[0].raw_value.lstrip(b" \t")
     return replace
 
 
-def _mailbox(name: str, address: str) -> bytes:
-    shown = phrase(name)
-    return (f"{shown} <{address}>" if shown else address).encode()
-
-
 def prefixed_subject(message: RawMessage, prefix: str) -> bytes | None:
-    """The new Subject value, or None when the existing one is already right."""
-    if not prefix.strip():
+    """The new Subject value, or None when the existing one is already right.
+
+    The prefix is written once, followed by one space, in front of the reply and forward
+    markers: "Re: [x] Re: [x] t" and "[x] Re: Re: t" become "[x] Re: t".
+    """
+    tag = prefix.strip()
+    if not tag:
         return None
     fields = message.get_all("Subject")
-    if not fields:
-        return unstructured(f"{prefix}(no subject)", "Subject").encode()
-    raw = fields[0].raw_value.lstrip(b" \t")
-    text = " ".join(decode_words(fields[0].value).split())
-    tag = prefix.strip().lower()
-    rest, saw_prefix, saw_reply = text, False, False
-    while True:
-        stripped = rest.lstrip()
-        if tag and stripped.lower().startswith(tag):
-            rest, saw_prefix = stripped[len(tag):], True
-            continue
-        marker = _REPLY_MARKER_RE.match(stripped)
-        if marker:
-            rest, saw_reply = stripped[marker.end():], True
-            continue
-        rest = stripped
-        break
+    text = " ".join(decode_words(fields[0].value).split()) if fields else ""
+    if not text:
+        return unstructured(f"{tag} (no subject)", "Subject").encode()
+    markers, rest, saw_prefix = _leading_markers(text, tag)
     if not saw_prefix:
-        if is_ascii(prefix):
+        if is_ascii(tag):
             # Prepending keeps the original bytes (odd charsets, encoded words) intact.
-            return prefix.encode("ascii") + raw
-        return unstructured(prefix + text, "Subject").encode()
-    wanted = prefix + ("Re: " if saw_reply else "") + rest
+            return _prepend(tag, fields[0].raw_value.lstrip(b" \t\r\n"))
+        return unstructured(f"{tag} {text}", "Subject").encode()
+    wanted = " ".join(part for part in (tag, *markers, rest) if part)
     if wanted == text:
         return None
     return unstructured(wanted, "Subject").encode()
+
+
+def _leading_markers(text: str, tag: str) -> tuple[list[str], str, bool]:
+    """Split the run of prefixes and reply/forward markers off the front of ``text``:
+    (the markers to keep, a run of replies as one "Re:", the rest, whether ``tag`` was seen).
+    """
+    markers: list[str] = []
+    rest, saw_prefix = text, False
+    while rest:
+        head = rest[: len(tag)]
+        # "[x]" may be followed by anything; a word-like tag "Friends" not by "hip".
+        whole = not (tag[-1].isalnum() and rest[len(tag) : len(tag) + 1].isalnum())
+        if head.casefold() == tag.casefold() and whole:
+            rest, saw_prefix = rest[len(tag) :].lstrip(), True
+            continue
+        reply = _REPLY_MARKER_RE.match(rest)
+        if reply:
+            if markers[-1:] != ["Re:"]:
+                markers.append("Re:")
+            rest = rest[reply.end() :]
+            continue
+        forward = _FORWARD_MARKER_RE.match(rest)
+        if forward:
+            markers.append(forward.group(1) + ":")
+            rest = rest[forward.end() :]
+            continue
+        break
+    return markers, rest, saw_prefix
+
+
+def _prepend(tag: str, raw: bytes) -> bytes:
+    """``tag`` in front of the Subject bytes ``raw``, folding after it if the line is full."""
+    first_line = raw.split(b"\n", 1)[0].rstrip(b"\r")
+    fits = len("Subject: ") + len(tag) + 1 + len(first_line) <= MAX_LINE
+    return tag.encode("ascii") + (b" " if fits or not raw else b"\r\n ") + raw
