@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 import stat
@@ -19,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from listd.mail.addresses import address_key, is_valid_address
-from listd.yamlmarks import MarkedDict, load_marked
+from listd.mail.addresses import ListAddress, address_key, is_valid_address
+from listd.yamlmarks import DuplicateKeyError, MarkedDict, load_marked
 
 DEFAULT_PATH = Path("/etc/listd/listd.yml")
 
@@ -112,12 +113,13 @@ class _Key:
     default: Any = _REQUIRED
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
     hint: str = ""
 
 
 _IMAP_KEYS = {
     "host": _Key(str, hint="the IMAP server's host name"),
-    "port": _Key(int, 993, minimum=1),
+    "port": _Key(int, 993, minimum=1, maximum=65535),
     "tls": _Key(str, "implicit", TLS_MODES),
     "username": _Key(str, hint="the mailbox's login name"),
     "folder": _Key(str, "INBOX"),
@@ -130,7 +132,7 @@ _IMAP_KEYS = {
 }
 _SMTP_KEYS = {
     "host": _Key(str, hint="the SMTP server's host name"),
-    "port": _Key(int, 587, minimum=1),
+    "port": _Key(int, 587, minimum=1, maximum=65535),
     "tls": _Key(str, "starttls", TLS_MODES),
     "username": _Key(str, None),
     "max_recipients": _Key(int, 50, minimum=1),
@@ -158,8 +160,8 @@ _TOP_KEYS = {
     "state_dir": _Key(str, "/var/lib/listd"),
     "imap": _Key(dict),
     "smtp": _Key(dict),
-    "auth": _Key(dict, {}),
-    "lists": _Key(dict, {}),
+    "auth": _Key(dict, None),  # None: an absent section is read as an empty one
+    "lists": _Key(dict, None),
 }
 
 
@@ -180,10 +182,11 @@ class _Reader:
         return ConfigError(self.path, line, key, problem)
 
     def section(self, raw: Any, where: str, schema: Mapping[str, _Key],
-                line: int | None) -> dict[str, Any]:
+                line: int) -> dict[str, Any]:
+        """``line`` is that of the key naming the section: where a missing key goes."""
         if raw is None:
             raw = MarkedDict()
-            raw.line, raw.key_lines = line or 0, {}
+            raw.line, raw.key_lines = line, {}
         if not isinstance(raw, MarkedDict):
             raise self.error(line, where or "(top level)", "must be a mapping of keys to values")
         for key in raw:
@@ -198,7 +201,7 @@ class _Reader:
             if key not in raw or raw[key] is None:
                 if spec.default is _REQUIRED:
                     hint = f" ({spec.hint})" if spec.hint else ""
-                    raise self.error(raw.line, full, f"missing; add it{hint}")
+                    raise self.error(line, full, f"missing; add it{hint}")
                 values[key] = spec.default
                 continue
             value = raw[key]
@@ -209,12 +212,23 @@ class _Reader:
             if spec.choices and value not in spec.choices:
                 raise self.error(raw.line_of(key), full,
                                  f"{value!r} is not one of {', '.join(spec.choices)}")
-            too_small = isinstance(value, int | float) and value < (spec.minimum or 0)
-            if spec.minimum is not None and too_small:
-                raise self.error(raw.line_of(key), full, f"must be at least {spec.minimum:g}")
+            if isinstance(value, int | float):
+                problem = _number_problem(value, spec)
+                if problem:
+                    raise self.error(raw.line_of(key), full, problem)
             values[key] = value
         values["__lines__"] = raw
         return values
+
+
+def _number_problem(value: float, spec: _Key) -> str:
+    if not math.isfinite(value):  # YAML's .nan and .inf are floats too
+        return f"must be a finite number, not {value}"
+    if spec.minimum is not None and value < spec.minimum:
+        return f"must be at least {spec.minimum:g}"
+    if spec.maximum is not None and value > spec.maximum:
+        return f"must be at most {spec.maximum:g}"
+    return ""
 
 
 def _join(where: str, key: str) -> str:
@@ -238,6 +252,8 @@ def check_secret_file(path: Path) -> str | None:
         return f"{path} does not exist; create it (mode 0600) with the secret on one line"
     except PermissionError:
         return f"{path} cannot be read by this user; check its owner and mode"
+    except OSError as exc:  # a file in the path is no directory, a symlink loop...
+        return f"{path} cannot be used: {exc.strerror}"
     if not stat.S_ISREG(info.st_mode):
         return f"{path} is not a regular file"
     if info.st_mode & 0o007:
@@ -259,6 +275,10 @@ def load(path: Path | str = DEFAULT_PATH) -> Config:
         raise ConfigError(path, None, "", f"cannot be read: {exc}") from None
     try:
         raw = load_marked(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(path, exc.problem_mark.line + 1 if exc.problem_mark else None,
+                          exc.path, f"given twice (first on line {exc.first_line}); "
+                          "keep one") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -270,7 +290,10 @@ def load(path: Path | str = DEFAULT_PATH) -> Config:
 def parse(raw: Any, path: Path) -> Config:
     """Validate an already-parsed YAML document (see :func:`load`)."""
     reader = _Reader(path)
-    top = reader.section(raw, "", _TOP_KEYS, 1)
+    if raw is None:
+        raise reader.error(1, "(top level)", "the file is empty; start from the annotated "
+                           "example in /usr/share/doc/listd/examples/listd.yml")
+    top = reader.section(raw, "", _TOP_KEYS, raw.line if isinstance(raw, MarkedDict) else 1)
     imap = reader.section(top["imap"], "imap", _IMAP_KEYS, top["__lines__"].line_of("imap"))
     smtp = reader.section(top["smtp"], "smtp", _SMTP_KEYS, top["__lines__"].line_of("smtp"))
     auth = reader.section(top["auth"], "auth", _AUTH_KEYS, top["__lines__"].line_of("auth"))
@@ -324,10 +347,11 @@ _FLOAT_KEYS = {"poll_interval", "timeout", "retry_initial", "retry_max", "give_u
 
 
 def _parse_lists(reader: _Reader, raw: Any, line: int) -> dict[str, ListConfig]:
+    if raw is None:
+        return {}
     if not isinstance(raw, MarkedDict):
         raise reader.error(line, "lists", "must be a mapping of list ids to list settings")
     lists: dict[str, ListConfig] = {}
-    seen: dict[str, str] = {}
     for list_id in raw:
         where = f"lists.{list_id}"
         key_line = raw.line_of(list_id)
@@ -338,12 +362,17 @@ def _parse_lists(reader: _Reader, raw: Any, line: int) -> dict[str, ListConfig]:
         lines: MarkedDict = values["__lines__"]
         address = values["address"].strip()
         _check_address(reader, lines.line_of("address"), f"{where}.address", address)
-        other = seen.get(address_key(address))
-        if other is not None:
-            raise reader.error(lines.line_of("address"), f"{where}.address",
-                               f"{address} is already the address of list '{other}'; "
-                               "each list needs its own address")
-        seen[address_key(address)] = list_id
+        for other in lists.values():
+            # Not only the same address: friends-owner@ or friends+x@ as a list of its own
+            # would receive the owner mail or the tagged posts of the list friends@.
+            mine, theirs = ListAddress.parse(address), ListAddress.parse(other.address)
+            if mine.match(other.address) is not None or theirs.match(address) is not None:
+                problem = (f"{address} is already the address of list '{other.id}'"
+                           if address_key(address) == address_key(other.address) else
+                           f"{address} is taken by list '{other.id}' ({other.address} also "
+                           "answers at its -request, -owner and +tag addresses)")
+                raise reader.error(lines.line_of("address"), f"{where}.address",
+                                   f"{problem}; each list needs its own address")
         owners: list[str] = []
         for owner in values["owners"]:
             if not isinstance(owner, str):

@@ -7,17 +7,21 @@ from ``WATCHDOG_USEC`` here (sdnotify does not), and only honoured when
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
 import sdnotify
+
+log = logging.getLogger(__name__)
 
 
 class Notifier:
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self._enabled = bool(env.get("NOTIFY_SOCKET"))
-        self._notifier = sdnotify.SystemdNotifier() if self._enabled else None
+        # debug=True: sdnotify otherwise swallows every error, a lost READY included.
+        self._notifier = sdnotify.SystemdNotifier(debug=True) if self._enabled else None
         self.watchdog_interval: float | None = None
         usec = env.get("WATCHDOG_USEC", "")
         pid = env.get("WATCHDOG_PID", "")
@@ -26,8 +30,14 @@ class Notifier:
         self._last_status = ""
 
     def _send(self, text: str) -> None:
-        if self._notifier is not None:
-            self._notifier.notify(text)
+        if self._notifier is None:
+            return
+        try:
+            # sdnotify encodes as Latin-1; systemd reads UTF-8. Hand it UTF-8 bytes
+            # disguised as Latin-1 text so a "·" or a non-ASCII list name survives.
+            self._notifier.notify(text.encode("utf-8").decode("latin-1"))
+        except OSError as exc:
+            log.warning("cannot notify the service manager: %s", exc)
 
     def ready(self, status: str) -> None:
         self._last_status = status

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 IDLE_REISSUE_S = 600.0  # RFC 2177: re-issue IDLE at least every 29 minutes; we do 10
 RECONNECT = Backoff(initial=1.0, maximum=300.0)
 AUTH_FAILURE_PAUSE_S = 900.0  # a refused password does not get better by retrying fast
+# Message bytes and finished deliveries are kept this long for inspection, then pruned.
+RETENTION_S = 30 * 86400.0
+PRUNE_EVERY_S = 3600.0
 
 EX_OK = 0
 EX_TEMPFAIL = 75
@@ -65,6 +68,7 @@ class Service:
         self.reload_requested = threading.Event()
         self.health = Health()
         self._mailbox: ImapMailbox | None = None
+        self._next_prune = 0.0
         self._apply(config)
 
     def _apply(self, config: Config) -> None:
@@ -90,6 +94,7 @@ class Service:
                 self._do_reload()
             polled = self._poll_mailbox()
             report = self._deliver()
+            self._prune()
             self._notifier.watchdog()
             self._notifier.status(self.status_line())
             if once:
@@ -152,6 +157,16 @@ class Service:
             log.warning("SMTP: %s", problem)
         self._store.set_status(smtp_problem=problem)
         return report
+
+    def _prune(self) -> None:
+        now = self._clock()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY_S
+        emptied, removed = self._store.prune(now - RETENTION_S)
+        if emptied or removed:
+            log.info("pruned history older than %d days: %d message(s), %d outbox entries",
+                     RETENTION_S // 86400, emptied, removed)
 
     # --- waiting ----------------------------------------------------------------------------
 

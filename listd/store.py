@@ -425,6 +425,24 @@ class Store:
                 (limit,)).fetchall()
         return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
+    def prune(self, before: float) -> tuple[int, int]:
+        """Forget what is only history: message bytes and finished deliveries older than
+        ``before``. Message-ID, Date and digest of inbound mail stay, for de-duplication.
+
+        Returns (messages emptied, outbox entries removed).
+        """
+        with self._transaction() as db:
+            emptied = db.execute("UPDATE inbound SET raw = x'' WHERE state = 'done' AND "
+                                 "processed_at < ? AND length(raw) > 0", (before,)).rowcount
+            finished = ("SELECT id FROM outgoing o WHERE created_at < ? AND NOT EXISTS "
+                        "(SELECT 1 FROM deliveries d WHERE d.outgoing_id = o.id AND "
+                        "(d.state = 'pending' OR d.updated_at >= ?))")
+            db.execute(f"DELETE FROM deliveries WHERE outgoing_id IN ({finished})",
+                       (before, before))
+            removed = db.execute(f"DELETE FROM outgoing WHERE id IN ({finished})",
+                                 (before, before)).rowcount
+        return emptied, removed
+
     # --- status values --------------------------------------------------------------------
 
     def set_status(self, **values: str) -> None:

@@ -68,10 +68,12 @@ class ListdEnv:
     def write(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.document, sort_keys=False))
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env.pop("NOTIFY_SOCKET", None)
+        env.pop("WATCHDOG_USEC", None)
+        env.update(extra)
         return env
 
     def command(self, program: str, *args: str) -> list[str]:
@@ -88,10 +90,12 @@ class ListdEnv:
         assert result.returncode == 0, result.stderr
         return result
 
-    def start(self, *extra: str) -> subprocess.Popen[str]:
+    def start(self, *extra: str, environ: dict[str, str] | None = None
+              ) -> subprocess.Popen[str]:
         """The daemon in the background (the caller stops it by its PID)."""
         return subprocess.Popen(self.command("listd", *extra), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=self._env())
+                                stderr=subprocess.PIPE, text=True,
+                                env=self._env(**(environ or {})))
 
     def listctl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command("listctl", *args), capture_output=True, text=True,

@@ -162,7 +162,9 @@ def _loop_reason(message: RawMessage, lists: tuple[ListConfig, ...]) -> str:
 
 def _auto_reason(message: RawMessage) -> str:
     auto_submitted = (message.get("Auto-Submitted") or "").strip().lower()
-    if auto_submitted and not auto_submitted.startswith("no"):
+    # RFC 3834: any keyword but "no" (parameters and comments may follow it) is automatic.
+    keyword = re.split(r"[\s;(]", auto_submitted, maxsplit=1)[0]
+    if auto_submitted and keyword != "no":
         return f"Auto-Submitted: {auto_submitted}"
     precedence = (message.get("Precedence") or "").strip().lower()
     if precedence in _BULK_PRECEDENCE:
