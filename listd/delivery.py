@@ -99,7 +99,13 @@ class Deliverer:
                     job = jobs.get_nowait()
                 except queue.Empty:
                     return
-                outcomes, connection = self._send(job, connection, report)
+                try:
+                    outcomes, connection = self._send(job, connection, report)
+                except Exception as exc:  # a thread must not die with its job
+                    log.exception("unexpected error sending message %d", job.outgoing.id)
+                    if connection is not None:
+                        connection.close()
+                    outcomes, connection = _deferred(job, f"{type(exc).__name__}: {exc}"), None
                 self._record(job, outcomes, report)
                 if connection is None:
                     return  # could not connect or sign in: the rest waits for a retry

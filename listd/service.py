@@ -145,7 +145,16 @@ class Service:
         for inbound in self._store.unprocessed():
             if self.stop.is_set():
                 return
-            self._decider.process(inbound)
+            try:
+                self._decider.process(inbound)
+            except Exception as exc:  # one bad message must not stop the list
+                # Deciding again after a restart would fail the same way, and a daemon
+                # that crashes on one message would crash-loop: set it aside, journaled.
+                log.exception("UID %d could not be processed; it is kept in the journal "
+                              "and skipped", inbound.uid)
+                self._store.complete_inbound(inbound.id, "error",
+                                             f"{type(exc).__name__}: {exc}"[:500], [], [],
+                                             self._clock())
 
     def _deliver(self) -> DeliveryReport:
         report = self._deliverer.deliver_due()

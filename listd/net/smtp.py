@@ -103,15 +103,26 @@ class SmtpConnection:
         smtp = self._smtp
         if smtp is None:
             raise ConnectionLost("not connected")
+        utf8 = not sender.isascii() or not all(r.isascii() for r in recipients)
+        if utf8 and not smtp.has_extn("smtputf8"):
+            # Internationalised addresses need SMTPUTF8 (RFC 6531); without it they are
+            # undeliverable through this server, the others go as usual.
+            refused: dict[str, Outcome] = {
+                r: (553, "5.6.7 non-ASCII address and the server offers no SMTPUTF8")
+                for r in recipients if not (r.isascii() and sender.isascii())}
+            rest = [r for r in recipients if r not in refused]
+            return refused | (self.send(sender, rest, payload, eight_bit) if rest else {})
         mail = f"MAIL FROM:<{sender}>"
         if eight_bit and smtp.has_extn("8bitmime"):
             mail += " BODY=8BITMIME"
+        if utf8:
+            mail += " SMTPUTF8"
         if smtp.has_extn("size"):
             mail += f" SIZE={len(payload)}"
         commands = [mail] + [f"RCPT TO:<{r}>" for r in recipients] + ["DATA"]
         try:
             if smtp.has_extn("pipelining"):
-                smtp.send("".join(c + "\r\n" for c in commands))
+                smtp.send("".join(c + "\r\n" for c in commands).encode("utf-8"))
                 replies = [_reply(*smtp.getreply()) for _ in commands]
             else:
                 replies = self._one_by_one(smtp, commands)
@@ -124,7 +135,7 @@ class SmtpConnection:
     def _one_by_one(smtp: smtplib.SMTP, commands: list[str]) -> list[_Reply]:
         replies: list[_Reply] = []
         for index, command in enumerate(commands):
-            smtp.send(command + "\r\n")
+            smtp.send((command + "\r\n").encode("utf-8"))
             replies.append(_reply(*smtp.getreply()))
             refused_mail = index == 0 and replies[0].code >= 300
             no_recipient = index == len(commands) - 2 and all(
