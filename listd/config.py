@@ -320,7 +320,7 @@ def parse(raw: Any, path: Path) -> Config:
     # IMAP always logs in with it; SMTP only when smtp.username is set.
     if auth["method"] == "password":
         if password_file is None:
-            raise reader.error(auth["__lines__"].line, "auth.password_file",
+            raise reader.error(top["__lines__"].line_of("auth"), "auth.password_file",
                                "missing; name the file holding the mailbox password (mode 0600)")
         problem = check_secret_file(password_file)
         if problem:
@@ -384,17 +384,23 @@ def _parse_lists(reader: _Reader, raw: Any, line: int) -> dict[str, ListConfig]:
             raise reader.error(lines.line_of("posting"), f"{where}.posting",
                                "'owners' needs at least one address in owners")
         prefix = values["subject_prefix"]
-        if any(c in prefix for c in "\r\n"):
+        if not _one_line(prefix):
             raise reader.error(lines.line_of("subject_prefix"), f"{where}.subject_prefix",
                                "must be on one line")
         name = values["name"] if values["name"] is not None else list_id
-        if any(c in name for c in "\r\n"):
+        if not _one_line(name):
             raise reader.error(lines.line_of("name"), f"{where}.name", "must be on one line")
         lists[list_id] = ListConfig(
             id=list_id, address=address, name=name, owners=tuple(owners),
             posting=values["posting"], subject_prefix=prefix, reply_to=values["reply_to"],
             author_copy=values["author_copy"])
     return lists
+
+
+def _one_line(text: str) -> bool:
+    # Not only CR and LF: the email package also takes VT, FF, NEL, U+2028... for line
+    # breaks, and refuses them in the header fields the name and the prefix go into.
+    return "".join(text.splitlines()) == text
 
 
 def _check_address(reader: _Reader, line: int, key: str, address: str) -> None:

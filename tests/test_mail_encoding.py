@@ -45,12 +45,17 @@ def test_atoms_stay_as_they_are(name: str) -> None:
     ("back\\slash", '"back\\\\slash"'),
     ('end\\', '"end\\\\"'),
     ("[x]", '"[x]"'),
-    # A literal "=?...?=" must not turn into an encoded word in the reader's eyes.
-    ("=?utf-8?q?evil?=", '"=?utf-8?q?evil?="'),
 ])
 def test_specials_are_quoted(name: str, expected: str) -> None:
     assert phrase(name) == expected
     assert _display_name(f"{phrase(name)} <x@example.test>") == name
+
+
+def test_a_literal_encoded_word_is_shown_literally() -> None:
+    # Readers decode "=?...?=" even inside quotes, so only encoding it keeps it literal.
+    value = phrase("=?utf-8?q?evil?=")
+    assert value != "=?utf-8?q?evil?=" and value.startswith("=?utf-8?")
+    assert _display_name(f"{value} <x@example.test>") == "=?utf-8?q?evil?="
 
 
 def test_white_space_is_collapsed_and_empty_gives_nothing() -> None:

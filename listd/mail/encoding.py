@@ -27,10 +27,10 @@ def phrase(text: str, offset: int = len("From: ")) -> str:
     text = " ".join(text.split())
     if not text:
         return ""
-    if not is_ascii(text):
+    # A literal "=?...?=" would be decoded by readers, even inside quotes: encode it too.
+    if not is_ascii(text) or "=?" in text:
         return encoded_words(text, offset)
-    # "=?" in bare atoms would be decoded by readers as an encoded word; quoted, it is not.
-    if _ATOM_TEXT_RE.match(text) and "=?" not in text:
+    if _ATOM_TEXT_RE.match(text):
         shown = text
     else:
         shown = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -41,8 +41,8 @@ class Field:
 
     @property
     def value(self) -> str:
-        """The unfolded value as text (undecoded RFC 2047 words left as they are)."""
-        return _text(_FOLD_RE.sub(b"", self.raw_value)).strip()
+        """The unfolded value as one line of text (RFC 2047 words left as they are)."""
+        return _one_line(_text(_FOLD_RE.sub(b"", self.raw_value))).strip()
 
 
 def _text(data: bytes) -> str:
@@ -53,10 +53,21 @@ def _text(data: bytes) -> str:
         return data.decode("latin-1")
 
 
+def _one_line(text: str) -> str:
+    # A bare CR (or VT, NEL, U+2028...) left inside a value is no line break in mail, but
+    # it is one to Python: the email package refuses such a value in a header we compose.
+    return " ".join(text.splitlines())
+
+
 def decode_words(value: str) -> str:
-    """Decode RFC 2047 encoded words for display and matching; never raises."""
+    """Decode RFC 2047 encoded words for display and matching; never raises.
+
+    The result is one line of text that can be encoded as UTF-8: an encoded word may
+    declare any Python codec, "unicode-escape" too, and so decode to lone surrogates.
+    """
     try:
-        return str(email.header.make_header(email.header.decode_header(value)))
+        decoded = str(email.header.make_header(email.header.decode_header(value)))
+        return _one_line(decoded.encode("utf-8", "replace").decode("utf-8"))
     # MessageError covers CharsetError: an encoded word naming a charset like "utf\xff8".
     except (ValueError, LookupError, UnicodeError, email.errors.MessageError):
         return value
@@ -111,7 +122,11 @@ class RawMessage:
     def addresses(self, *names: str) -> list[tuple[str, str]]:
         """(display name, address) pairs from the named address fields, in order."""
         values = [f.value for name in names for f in self.get_all(name)]
-        return [(decode_words(n), a) for n, a in email.utils.getaddresses(values) if a]
+        try:
+            pairs = email.utils.getaddresses(values)
+        except RecursionError:  # the parser recurses once per nested "(": hostile input
+            return []
+        return [(decode_words(n), a) for n, a in pairs if a]
 
     def edit(self, *, remove: Iterable[str] = (), replace: dict[str, bytes] | None = None,
              append: Iterable[tuple[str, bytes]] = ()) -> RawMessage:

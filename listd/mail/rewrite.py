@@ -32,6 +32,8 @@ REMOVED_FIELDS = (
     "List-Unsubscribe-Post", "List-Owner", "List-Archive",
 )
 
+SMTP_MAX_LINE = 998  # octets, without CRLF (RFC 5321 4.5.3.1.6)
+
 # Leading markers of replies and forwards in many languages, "Re[2]:" and "Re(2):" too.
 # A list prefix is looked for among them, so that "Fwd: [x] t" does not get a second one.
 _REPLY_MARKER_RE = re.compile(
@@ -102,12 +104,22 @@ def _from_fields(message: RawMessage, lst: ListConfig, via: str,
     shown = (authors[0][0] or authors[0][1]) if authors else "someone"
     replace["From"] = mailbox(f"{shown} {via}", lst.address, "From").encode()
     if original_from:
-        replace["X-Original-From"] = original_from[0].raw_value.lstrip(b" \t")
+        replace["X-Original-From"] = _moved(original_from[0].raw_value, "X-Original-From")
     if reply_to_list:
         replace["Reply-To"] = mailbox(lst.name, lst.address, "Reply-To").encode()
     elif not message.get_all("Reply-To") and original_from:
-        replace["Reply-To"] = original_from[0].raw_value.lstrip(b" \t")
+        replace["Reply-To"] = _moved(original_from[0].raw_value, "Reply-To")
     return replace
+
+
+def _moved(raw_value: bytes, field: str) -> bytes:
+    """The author's From bytes as the value of ``field``; a longer name than "From" could
+    push a full first line past SMTP's 998 octets, so the value then starts on the next."""
+    value = raw_value.lstrip(b" \t")
+    first_line = value.split(b"\n", 1)[0].rstrip(b"\r")
+    if len(field) + 2 + len(first_line) > SMTP_MAX_LINE:
+        return b"\r\n " + value
+    return value
 
 
 def prefixed_subject(message: RawMessage, prefix: str) -> bytes | None:
@@ -136,8 +148,10 @@ def prefixed_subject(message: RawMessage, prefix: str) -> bytes | None:
 
 
 def _leading_markers(text: str, tag: str) -> tuple[list[str], str, bool]:
-    """Split the run of prefixes and reply/forward markers off the front of ``text``:
-    (the markers to keep, a run of replies as one "Re:", the rest, whether ``tag`` was seen).
+    """Split the run of prefixes and reply/forward markers off the front of ``text``.
+
+    Returns the markers to keep (a run of reply markers becomes one "Re:"), the rest of
+    the text, and whether ``tag`` was among them.
     """
     markers: list[str] = []
     rest, saw_prefix = text, False
@@ -167,4 +181,4 @@ def _prepend(tag: str, raw: bytes) -> bytes:
     """``tag`` in front of the Subject bytes ``raw``, folding after it if the line is full."""
     first_line = raw.split(b"\n", 1)[0].rstrip(b"\r")
     fits = len("Subject: ") + len(tag) + 1 + len(first_line) <= MAX_LINE
-    return tag.encode("ascii") + (b" " if fits or not raw else b"\r\n ") + raw
+    return tag.encode("ascii") + (b" " if fits else b"\r\n ") + raw
