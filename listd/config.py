@@ -26,7 +26,10 @@ from listd.yamlmarks import DuplicateKeyError, MarkedDict, load_marked
 DEFAULT_PATH = Path("/etc/listd/listd.yml")
 
 TLS_MODES = ("implicit", "starttls", "none")
-POSTING_POLICIES = ("members", "open", "owners")
+POSTING_POLICIES = ("members", "open", "owners", "moderated")
+SUBSCRIPTION_POLICIES = ("confirm", "moderate", "closed")
+COMMAND_STYLES = ("request", "plus")
+NON_MEMBER_POSTS = ("reject", "hold")
 REPLY_TO_POLICIES = ("list", "author")
 INITIAL_SYNC = ("new", "all")
 AUTH_METHODS = ("password",)
@@ -87,6 +90,20 @@ class ListConfig:
     subject_prefix: str = ""
     reply_to: str = "list"
     author_copy: bool = False
+    subscription: str = "confirm"
+    commands: str = "request"  # where List-* and our mails point: list-request@ or list+cmd@
+    personalize: bool = False
+    non_member_posts: str = "reject"
+    notify_owners: bool = True
+
+
+@dataclass(frozen=True)
+class MembershipConfig:
+    confirm_expiry_days: float = 7.0
+    hold_expiry_days: float = 14.0
+    bounce_threshold: float = 5.0
+    bounce_window_days: float = 14.0
+    answers_per_day: int = 5  # mails answering commands, per address and day (all lists)
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,8 @@ class Config:
     smtp: SmtpConfig
     auth: AuthConfig
     lists: Mapping[str, ListConfig]
+    membership: MembershipConfig = MembershipConfig()
+    templates_dir: Path | None = None
 
     def list_by_id(self, list_id: str) -> ListConfig | None:
         return self.lists.get(list_id)
@@ -155,6 +174,18 @@ _LIST_KEYS = {
     "subject_prefix": _Key(str, ""),
     "reply_to": _Key(str, "list", REPLY_TO_POLICIES),
     "author_copy": _Key(bool, False),
+    "subscription": _Key(str, "confirm", SUBSCRIPTION_POLICIES),
+    "commands": _Key(str, "request", COMMAND_STYLES),
+    "personalize": _Key(bool, False),
+    "non_member_posts": _Key(str, "reject", NON_MEMBER_POSTS),
+    "notify_owners": _Key(bool, True),
+}
+_MEMBERSHIP_KEYS = {
+    "confirm_expiry_days": _Key((int, float), 7.0, minimum=0.01),
+    "hold_expiry_days": _Key((int, float), 14.0, minimum=0.01),
+    "bounce_threshold": _Key((int, float), 5.0, minimum=0.5),
+    "bounce_window_days": _Key((int, float), 14.0, minimum=0.01),
+    "answers_per_day": _Key(int, 5, minimum=1),
 }
 _TOP_KEYS = {
     "state_dir": _Key(str, "/var/lib/listd"),
@@ -162,6 +193,8 @@ _TOP_KEYS = {
     "smtp": _Key(dict),
     "auth": _Key(dict, None),  # None: an absent section is read as an empty one
     "lists": _Key(dict, None),
+    "membership": _Key(dict, None),
+    "templates_dir": _Key(str, "/etc/listd/templates"),
 }
 
 
@@ -297,6 +330,8 @@ def parse(raw: Any, path: Path) -> Config:
     imap = reader.section(top["imap"], "imap", _IMAP_KEYS, top["__lines__"].line_of("imap"))
     smtp = reader.section(top["smtp"], "smtp", _SMTP_KEYS, top["__lines__"].line_of("smtp"))
     auth = reader.section(top["auth"], "auth", _AUTH_KEYS, top["__lines__"].line_of("auth"))
+    membership = reader.section(top["membership"], "membership", _MEMBERSHIP_KEYS,
+                                top["__lines__"].line_of("membership"))
     base = path.parent
 
     def resolve(value: str | None) -> Path | None:
@@ -335,6 +370,9 @@ def parse(raw: Any, path: Path) -> Config:
         smtp=SmtpConfig(**_fields(smtp), ca_file=resolve(smtp["ca_file"])),
         auth=AuthConfig(method=auth["method"], password_file=password_file),
         lists=lists,
+        membership=MembershipConfig(**{k: v for k, v in membership.items()
+                                       if k != "__lines__"}),
+        templates_dir=resolve(top["templates_dir"]),
     )
 
 
@@ -393,7 +431,10 @@ def _parse_lists(reader: _Reader, raw: Any, line: int) -> dict[str, ListConfig]:
         lists[list_id] = ListConfig(
             id=list_id, address=address, name=name, owners=tuple(owners),
             posting=values["posting"], subject_prefix=prefix, reply_to=values["reply_to"],
-            author_copy=values["author_copy"])
+            author_copy=values["author_copy"], subscription=values["subscription"],
+            commands=values["commands"], personalize=values["personalize"],
+            non_member_posts=values["non_member_posts"],
+            notify_owners=values["notify_owners"])
     return lists
 
 

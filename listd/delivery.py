@@ -48,7 +48,8 @@ class _Job:
 class Deliverer:
     def __init__(self, store: Store, config: SmtpConfig, connect: ConnectionFactory,
                  policy: RetryPolicy, clock: Callable[[], float], rng: random.Random,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event,
+                 personalizer: Callable[[Outgoing, str], bytes] | None = None) -> None:
         self._store = store
         self._config = config
         self._connect = connect
@@ -57,6 +58,7 @@ class Deliverer:
         self._rng = rng
         self._stop = stop
         self._rng_lock = threading.Lock()
+        self._personalizer = personalizer
 
     def deliver_due(self) -> DeliveryReport:
         """Attempt every delivery that is due now, once. Returns what happened."""
@@ -65,9 +67,16 @@ class Deliverer:
         count = 0
         for outgoing in self._store.due_outgoing(self._clock()):
             due = self._store.due_recipients(outgoing.id, self._clock())
-            payload = prepare_payload(outgoing.data)
-            eight_bit = not outgoing.data.isascii()
             attempts = dict(due)
+            eight_bit = not outgoing.data.isascii()
+            if outgoing.personalize and self._personalizer is not None:
+                # Each member's own copy (To, unsubscribe token): one transaction each.
+                for recipient, _ in due:
+                    payload = prepare_payload(self._personalizer(outgoing, recipient))
+                    jobs.put(_Job(outgoing, payload, eight_bit, [recipient], attempts))
+                    count += 1
+                continue
+            payload = prepare_payload(outgoing.data)
             for batch in chunks([r for r, _ in due], self._config.max_recipients):
                 jobs.put(_Job(outgoing, payload, eight_bit, batch, attempts))
                 count += 1

@@ -23,10 +23,13 @@ from listd.credentials import AuthError
 from listd.decide import Decider
 from listd.delivery import Deliverer, DeliveryReport
 from listd.intake import Intake
+from listd.mail.rewrite import personalize
+from listd.membership import Membership
 from listd.net.imap import ImapError, ImapMailbox
 from listd.notify import Notifier
 from listd.retry import Backoff, RetryPolicy
-from listd.store import Store
+from listd.store import Effects, InboundDecision, Outgoing, Store
+from listd.tokens import load_secret
 from listd.transports import Transports
 
 log = logging.getLogger(__name__)
@@ -75,12 +78,21 @@ class Service:
         self.config = config
         self._transports = self._transports_for(config)
         self._intake = Intake(self._store, config.imap, self._clock)
-        self._decider = Decider(self._store, config, self._clock)
+        self.membership = Membership(self._store, config, self._clock,
+                                     load_secret(config.state_dir))
+        self._decider = Decider(self._store, config, self._clock, self.membership)
         smtp = config.smtp
         self._deliverer = Deliverer(
             self._store, smtp, self._transports.smtp,
             RetryPolicy(Backoff(smtp.retry_initial, smtp.retry_max), smtp.give_up_after),
-            self._clock, self._rng, self.stop)
+            self._clock, self._rng, self.stop, personalizer=self._personal_copy)
+
+    def _personal_copy(self, outgoing: Outgoing, recipient: str) -> bytes:
+        lst = self.config.lists.get(outgoing.list_id)
+        if lst is None:
+            return outgoing.data
+        return personalize(outgoing.data, recipient,
+                           self.membership.unsubscribe_uri(lst, recipient))
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -93,6 +105,7 @@ class Service:
             if self.reload_requested.is_set():
                 self._do_reload()
             polled = self._poll_mailbox()
+            self._expire_held()
             report = self._deliver()
             self._prune()
             self._notifier.watchdog()
@@ -152,9 +165,8 @@ class Service:
                 # that crashes on one message would crash-loop: set it aside, journaled.
                 log.exception("UID %d could not be processed; it is kept in the journal "
                               "and skipped", inbound.uid)
-                self._store.complete_inbound(inbound.id, "error",
-                                             f"{type(exc).__name__}: {exc}"[:500], [], [],
-                                             self._clock())
+                self._store.apply(Effects(), self._clock(), InboundDecision(
+                    inbound.id, "error", f"{type(exc).__name__}: {exc}"[:500]))
 
     def _deliver(self) -> DeliveryReport:
         report = self._deliverer.deliver_due()
@@ -166,6 +178,12 @@ class Service:
             log.warning("SMTP: %s", problem)
         self._store.set_status(smtp_problem=problem)
         return report
+
+    def _expire_held(self) -> None:
+        effects = self.membership.expire_held()
+        if effects.held_decisions:
+            self._store.apply(effects, self._clock())
+            log.info("%d held post(s) expired", len(effects.held_decisions))
 
     def _prune(self) -> None:
         now = self._clock()

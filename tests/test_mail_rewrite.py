@@ -14,9 +14,9 @@ import pytest
 
 from listd.config import ListConfig
 from listd.mail.headers import RawMessage
+from listd.mail.listaddr import ListAddresses
 from listd.mail.rewrite import (
     REMOVED_FIELDS,
-    ListAddresses,
     forward_to_owners,
     list_fields,
     prefixed_subject,
@@ -367,7 +367,8 @@ def test_list_id_of_a_name_with_specials_and_mixed_case_address() -> None:
     assert fields["List-Id"] == b'"Friends, Inc." <friends.example.test>'
     assert fields["List-Help"] == b"<mailto:Friends-request@Example.TEST?subject=help>"
     assert ListAddresses.of(lst) == ListAddresses(
-        "Friends@Example.TEST", "Friends-request@Example.TEST", "Friends-owner@Example.TEST")
+        "Friends@Example.TEST", "Friends-request@Example.TEST", "Friends-owner@Example.TEST",
+        plus_style=False)
 
 
 # --- line ends and lengths ----------------------------------------------------------------

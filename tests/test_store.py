@@ -14,11 +14,26 @@ from listd.store import (
     SCHEMA_VERSION,
     Checkpoint,
     DeliveryUpdate,
+    Effects,
     FetchedMessage,
+    InboundDecision,
+    MemberChange,
     NewOutgoing,
     Store,
     StoreError,
 )
+
+
+def _set(store: Store, list_id: str, entries: list[tuple[str, str]], status: MemberStatus,
+         now: float, only_existing: bool = False) -> None:
+    store.apply(Effects(member_changes=[
+        MemberChange(list_id, a, status, "test", "admin", name=n, only_existing=only_existing)
+        for a, n in entries]), now)
+
+
+def _complete(store: Store, inbound_id: int, outgoing: list[NewOutgoing], now: float) -> int:
+    return store.apply(Effects(outgoing=outgoing), now,
+                       InboundDecision(inbound_id, "relayed", ""))
 
 
 @pytest.fixture
@@ -46,22 +61,22 @@ def test_database_of_a_newer_listd_is_refused(tmp_path: Path) -> None:
 
 
 def test_members_are_keyed_case_insensitively(store: Store) -> None:
-    changes = store.set_members("friends", [("Alice@Example.ORG", "Alice")],
-                                MemberStatus.ACTIVE, 1.0)
-    assert changes == [("Alice@Example.ORG", None)]
-    again = store.set_members("friends", [("alice@example.org", "")], MemberStatus.ACTIVE, 2.0)
-    assert again == [("alice@example.org", MemberStatus.ACTIVE)]
+    _set(store, "friends", [("Alice@Example.ORG", "Alice")], MemberStatus.ACTIVE, 1.0)
+    _set(store, "friends", [("alice@example.org", "")], MemberStatus.ACTIVE, 2.0)
     (member,) = store.members("friends")
     assert member.address == "Alice@Example.ORG" and member.display_name == "Alice"
     assert store.member_status("friends", "ALICE@example.org") is MemberStatus.ACTIVE
     assert store.member_status("other", "alice@example.org") is None
+    # One log entry: the second change kept the status.
+    assert [entry[1:4] for entry in store.membership_log("friends")] == [
+        ("Alice@Example.ORG", None, "active")]
 
 
 def test_unsubscribing_an_unknown_address_adds_nobody(store: Store) -> None:
-    changes = store.set_members("friends", [("x@example.org", "")],
-                                MemberStatus.UNSUBSCRIBED, 1.0, only_existing=True)
-    assert changes == [("x@example.org", None)]
+    _set(store, "friends", [("x@example.org", "")], MemberStatus.UNSUBSCRIBED, 1.0,
+         only_existing=True)
     assert store.members("friends") == []
+    assert store.membership_log("friends") == []
 
 
 def _journal_one(store: Store, raw: bytes = b"Subject: x\r\n\r\nbody\r\n") -> int:
@@ -72,13 +87,12 @@ def _journal_one(store: Store, raw: bytes = b"Subject: x\r\n\r\nbody\r\n") -> in
 
 
 def test_post_goes_to_active_members_except_the_author(store: Store) -> None:
-    store.set_members("friends", [("a@x.org", ""), ("B@x.org", ""), ("c@x.org", "")],
-                      MemberStatus.ACTIVE, 1.0)
-    store.set_members("friends", [("d@x.org", "")], MemberStatus.DISABLED, 1.0)
+    _set(store, "friends", [("a@x.org", ""), ("B@x.org", ""), ("c@x.org", "")],
+         MemberStatus.ACTIVE, 1.0)
+    _set(store, "friends", [("d@x.org", "")], MemberStatus.DISABLED, 1.0)
     inbound_id = _journal_one(store)
-    created = store.complete_inbound(
-        inbound_id, "relayed", "", [NewOutgoing("friends", "post", "friends@x.org", b"data",
-                                                exclude="b@X.org")], [], 20.0)
+    created = _complete(store, inbound_id, [
+        NewOutgoing("friends", "post", "friends@x.org", b"data", exclude="b@X.org")], 20.0)
     assert created == 2
     (outgoing,) = store.due_outgoing(20.0)
     assert [r for r, _ in store.due_recipients(outgoing.id, 20.0)] == ["a@x.org", "c@x.org"]
@@ -94,10 +108,9 @@ def test_seen_before_matches_message_id_and_date_or_bytes(store: Store) -> None:
 
 
 def test_prune_forgets_old_bytes_and_finished_deliveries_only(store: Store) -> None:
-    store.set_members("friends", [("a@x.org", ""), ("b@x.org", "")], MemberStatus.ACTIVE, 1.0)
+    _set(store, "friends", [("a@x.org", ""), ("b@x.org", "")], MemberStatus.ACTIVE, 1.0)
     inbound_id = _journal_one(store)
-    store.complete_inbound(inbound_id, "relayed", "",
-                           [NewOutgoing("friends", "post", "f@x.org", b"one")], [], 20.0)
+    _complete(store, inbound_id, [NewOutgoing("friends", "post", "f@x.org", b"one")], 20.0)
     (outgoing,) = store.due_outgoing(20.0)
     store.record_deliveries(outgoing.id, [
         DeliveryUpdate("a@x.org", "sent", 1, 250, "ok", 20.0),
@@ -108,3 +121,19 @@ def test_prune_forgets_old_bytes_and_finished_deliveries_only(store: Store) -> N
     assert store.prune(before=50.0) == (0, 1)
     assert store.delivery_counts() == {"pending": 0, "sent": 0, "failed": 0}
     assert store.seen_before("<m@x>", "d")  # still recognised after pruning
+
+
+def test_version_1_database_is_migrated_forward_keeping_its_data(tmp_path: Path) -> None:
+    from listd.store.schema import MIGRATIONS
+
+    path = tmp_path / DB_NAME
+    with sqlite3.connect(path) as db:  # what listd 0.1 (schema 1) wrote
+        for statement in MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("INSERT INTO members VALUES ('friends', 'a@x.org', 'a@x.org', '', "
+                   "'active', 1, 1)")
+        db.execute("PRAGMA user_version = 1")
+    store = Store.open(tmp_path)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.member_status("friends", "a@x.org") is MemberStatus.ACTIVE
+    assert store.unsubscribe_generation("friends", "a@x.org") == 0

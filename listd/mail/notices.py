@@ -17,7 +17,7 @@ from email.message import EmailMessage
 
 from listd.config import ListConfig
 from listd.mail.addresses import is_valid_address
-from listd.mail.rewrite import ListAddresses
+from listd.mail.listaddr import ListAddresses
 
 _POLICY = email.policy.SMTP.clone(max_line_length=78)
 _MSG_ID_RE = re.compile(r"<[!-;=?-~]+>")  # printable ASCII, no space, "<" or ">" inside
@@ -31,8 +31,9 @@ class Notice:
     data: bytes
 
 
-def _compose(lst: ListConfig, to: tuple[str, ...], subject: str, text: str,
-             in_reply_to: str | None, now: float) -> bytes:
+def compose(lst: ListConfig, to: tuple[str, ...], subject: str, text: str,
+            in_reply_to: str | None, now: float, reply_to: str | None = None) -> bytes:
+    """One message of ours from the list robot; replies go to the owners by default."""
     addresses = ListAddresses.of(lst)
     # An internationalised address goes out with SMTPUTF8 (listd.net.smtp), and in the
     # header it must be raw UTF-8 then: an encoded word is no address.
@@ -42,7 +43,7 @@ def _compose(lst: ListConfig, to: tuple[str, ...], subject: str, text: str,
     # Address() quotes a local part that needs it: written as is, "a,b@x" reads as two.
     message["To"] = ", ".join(
         str(Address(username=a.rpartition("@")[0], domain=a.rpartition("@")[2])) for a in to)
-    message["Reply-To"] = addresses.owner
+    message["Reply-To"] = reply_to or addresses.owner
     # Text from the refused message (the author's address) may hold a VT or NEL, which the
     # email package takes for line breaks and refuses in a header.
     message["Subject"] = " ".join(subject.splitlines())
@@ -69,7 +70,7 @@ def refusal_notices(lst: ListConfig, sender: str, subject: str, reason: str,
     # those in an address) and then cannot fold.
     usable = is_valid_address(sender) and "=?" not in sender
     if usable:
-        notices.append(Notice((sender,), _compose(
+        notices.append(Notice((sender,), compose(
             lst, (sender,), f"Your message to {lst.address} was not distributed",
             f"Your message \"{shown_subject}\" to the list {lst.name} <{lst.address}>\n"
             f"was not distributed: {reason}.\n\n"
@@ -77,7 +78,7 @@ def refusal_notices(lst: ListConfig, sender: str, subject: str, reason: str,
             f"{ListAddresses.of(lst).owner}.\n", message_id, now)))
     if lst.owners:
         told = "The sender was told." if usable else "The sender address is unusable."
-        notices.append(Notice(lst.owners, _compose(
+        notices.append(Notice(lst.owners, compose(
             lst, lst.owners,
             f"Refused post to {lst.address} from {sender if usable else 'an unusable address'}",
             f"A message to the list {lst.name} <{lst.address}> was refused.\n\n"

@@ -20,6 +20,7 @@ class MemberStatus(StrEnum):
 class PostDecision:
     accept: bool
     reason: str
+    hold: bool = False  # not accepted yet: the owners decide (moderation)
 
 
 def may_post(lst: ListConfig, sender: str | None, status: MemberStatus | None) -> PostDecision:
@@ -33,6 +34,11 @@ def may_post(lst: ListConfig, sender: str | None, status: MemberStatus | None) -
         return PostDecision(True, "sent by an owner")
     if lst.posting == "owners":
         return PostDecision(False, "only the list owners may post to this list")
-    if status in (MemberStatus.ACTIVE, MemberStatus.DISABLED):
+    is_member = status in (MemberStatus.ACTIVE, MemberStatus.DISABLED)
+    if lst.posting == "moderated":
+        return PostDecision(False, "the list is moderated", hold=True)
+    if is_member:
         return PostDecision(True, "sent by a member")
+    if lst.non_member_posts == "hold":
+        return PostDecision(False, "the sender is not a member", hold=True)
     return PostDecision(False, "only members may post to this list")

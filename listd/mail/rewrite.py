@@ -17,12 +17,12 @@ What changes, and why (everything else is relayed byte for byte):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from listd.config import ListConfig
 from listd.mail.classify import list_id_value
 from listd.mail.encoding import MAX_LINE, is_ascii, mailbox, unstructured
 from listd.mail.headers import RawMessage, decode_words
+from listd.mail.listaddr import ListAddresses
 
 REMOVED_FIELDS = (
     "Return-Path", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To",
@@ -42,30 +42,14 @@ _FORWARD_MARKER_RE = re.compile(
     r"((?:fwd?|wg|tr|enc|rv|pd|vb|vl)(?:\[\d+\]|\(\d+\))?)\s*:\s*", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class ListAddresses:
-    """The addresses a list answers at, as the List-* fields announce them."""
-
-    post: str
-    request: str
-    owner: str
-
-    @classmethod
-    def of(cls, lst: ListConfig) -> ListAddresses:
-        local, _, domain = lst.address.rpartition("@")
-        return cls(post=lst.address, request=f"{local}-request@{domain}",
-                   owner=f"{local}-owner@{domain}")
-
-
 def list_fields(lst: ListConfig) -> list[tuple[str, bytes]]:
     """The RFC 2369/2919 fields for a list, as (name, value bytes)."""
     addresses = ListAddresses.of(lst)
-    request = addresses.request
     fields = [
         ("List-Id", mailbox(lst.name, list_id_value(lst), "List-Id")),
-        ("List-Help", f"<mailto:{request}?subject=help>"),
-        ("List-Subscribe", f"<mailto:{request}?subject=subscribe>"),
-        ("List-Unsubscribe", f"<mailto:{request}?subject=unsubscribe>"),
+        ("List-Help", f"<{addresses.command_uri('help')}>"),
+        ("List-Subscribe", f"<{addresses.command_uri('subscribe')}>"),
+        ("List-Unsubscribe", f"<{addresses.command_uri('unsubscribe')}>"),
         ("List-Post", "NO" if lst.posting == "owners" else f"<mailto:{addresses.post}>"),
         ("List-Owner", f"<mailto:{addresses.owner}>"),
         ("Precedence", "list"),
@@ -182,3 +166,12 @@ def _prepend(tag: str, raw: bytes) -> bytes:
     first_line = raw.split(b"\n", 1)[0].rstrip(b"\r")
     fits = len("Subject: ") + len(tag) + 1 + len(first_line) <= MAX_LINE
     return tag.encode("ascii") + (b" " if fits else b"\r\n ") + raw
+
+
+def personalize(data: bytes, recipient: str, unsubscribe_uri: str) -> bytes:
+    """One member's copy of a post on a ``personalize: true`` list: its own To and its own
+    one-shot List-Unsubscribe. Only those two fields change."""
+    message = RawMessage.parse(data)
+    return message.edit(replace={"To": recipient.encode("utf-8"),
+                                 "List-Unsubscribe": f"<{unsubscribe_uri}>".encode()}
+                        ).serialize()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from listd.mail.addresses import address_key
 from listd.store.database import Database
-from listd.store.records import Checkpoint, FetchedMessage, Inbound, NewOutgoing
+from listd.store.records import Checkpoint, FetchedMessage, Inbound
 
 
 def sha256(raw: bytes) -> str:
@@ -58,40 +57,6 @@ class JournalStore(Database):
                                     "ORDER BY id").fetchall()
         return [Inbound(r[0], r[1], r[2]) for r in rows]
 
-    def complete_inbound(self, inbound_id: int, decision: str, reason: str,
-                         outgoing: Sequence[NewOutgoing], notice_keys: Sequence[str],
-                         now: float) -> int:
-        """Mark a message decided and queue what it causes, in one transaction.
-
-        Returns the number of deliveries created.
-        """
-        created = 0
-        with self._transaction() as db:
-            for item in outgoing:
-                cursor = db.execute(
-                    "INSERT INTO outgoing (inbound_id, list_id, kind, envelope_from, data, "
-                    "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (inbound_id, item.list_id, item.kind, item.envelope_from, item.data, now))
-                outgoing_id = cursor.lastrowid
-                if item.recipients is None:
-                    cursor = db.execute(
-                        "INSERT INTO deliveries (outgoing_id, recipient, next_attempt_at, "
-                        "updated_at) SELECT ?, address, ?, ? FROM members WHERE list_id = ? "
-                        "AND status = 'active' AND address_key IS NOT ?",
-                        (outgoing_id, now, now, item.list_id,
-                         address_key(item.exclude) if item.exclude else None))
-                else:
-                    cursor = db.executemany(
-                        "INSERT OR IGNORE INTO deliveries (outgoing_id, recipient, "
-                        "next_attempt_at, updated_at) VALUES (?, ?, ?, ?)",
-                        [(outgoing_id, r, now, now) for r in item.recipients])
-                created += cursor.rowcount
-            db.executemany("INSERT OR REPLACE INTO notice_log (key, sent_at) VALUES (?, ?)",
-                           [(key, now) for key in notice_keys])
-            db.execute("UPDATE inbound SET state = 'done', decision = ?, reason = ?, "
-                       "processed_at = ? WHERE id = ?", (decision, reason, now, inbound_id))
-        return created
-
     def last_notice(self, key: str) -> float | None:
         with self._lock:
             row = self._db.execute("SELECT sent_at FROM notice_log WHERE key = ?",
@@ -105,8 +70,10 @@ class JournalStore(Database):
         Returns (messages emptied, outbox entries removed).
         """
         with self._transaction() as db:
-            emptied = db.execute("UPDATE inbound SET raw = x'' WHERE state = 'done' AND "
-                                 "processed_at < ? AND length(raw) > 0", (before,)).rowcount
+            emptied = db.execute(
+                "UPDATE inbound SET raw = x'' WHERE state = 'done' AND processed_at < ? AND "
+                "length(raw) > 0 AND id NOT IN (SELECT inbound_id FROM held WHERE "
+                "state = 'held')", (before,)).rowcount
             finished = ("SELECT id FROM outgoing o WHERE created_at < ? AND NOT EXISTS "
                         "(SELECT 1 FROM deliveries d WHERE d.outgoing_id = o.id AND "
                         "(d.state = 'pending' OR d.updated_at >= ?))")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from listd.mail.addresses import address_key
 from listd.mail.policy import MemberStatus
 from listd.store.database import Database
@@ -11,37 +9,6 @@ from listd.store.records import Member
 
 
 class MemberStore(Database):
-
-    def set_members(self, list_id: str, entries: Iterable[tuple[str, str]],
-                    status: MemberStatus, now: float, *, only_existing: bool = False
-                    ) -> list[tuple[str, MemberStatus | None]]:
-        """Give each (address, display name) ``status`` on a list, in one transaction.
-
-        Returns each address with its previous status (None when it was not on the list;
-        with ``only_existing`` such addresses are left out of the list, not added).
-        """
-        changes: list[tuple[str, MemberStatus | None]] = []
-        with self._transaction() as db:
-            for address, name in entries:
-                key = address_key(address)
-                row = db.execute("SELECT status FROM members WHERE list_id = ? AND "
-                                 "address_key = ?", (list_id, key)).fetchone()
-                previous = MemberStatus(row[0]) if row else None
-                if row is None and only_existing:
-                    pass
-                elif row is None:
-                    db.execute("INSERT INTO members (list_id, address_key, address, "
-                               "display_name, status, created_at, updated_at) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               (list_id, key, address, name, status, now, now))
-                elif previous != status or name:
-                    db.execute("UPDATE members SET status = ?, updated_at = ?, display_name = "
-                               "CASE WHEN ? <> '' THEN ? ELSE display_name END "
-                               "WHERE list_id = ? AND address_key = ?",
-                               (status, now, name, name, list_id, key))
-                changes.append((address, previous))
-        return changes
-
     def members(self, list_id: str, status: MemberStatus | None = None) -> list[Member]:
         query = ("SELECT list_id, address, display_name, status, created_at, updated_at "
                  "FROM members WHERE list_id = ?")
@@ -64,3 +31,20 @@ class MemberStore(Database):
             rows = self._db.execute("SELECT list_id, status, count(*) FROM members "
                                     "GROUP BY list_id, status").fetchall()
         return {(r[0], r[1]): r[2] for r in rows}
+
+    def unsubscribe_generation(self, list_id: str, address: str) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT unsubscribe_generation FROM members WHERE "
+                                   "list_id = ? AND address_key = ?",
+                                   (list_id, address_key(address))).fetchone()
+        return int(row[0]) if row else None
+
+    def membership_log(self, list_id: str, limit: int = 100
+                       ) -> list[tuple[float, str, str | None, str, str, str, str]]:
+        """(when, address, old, new status, actor, via, reason), newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, address, old_status, new_status, actor, via, reason FROM "
+                "membership_log WHERE list_id = ? ORDER BY id DESC LIMIT ?",
+                (list_id, limit)).fetchall()
+        return [tuple(r) for r in rows]

@@ -14,10 +14,11 @@ class OutboxStore(Database):
         """Outbox entries with deliveries due, oldest first (a resumed post goes first)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, list_id, kind, envelope_from, data, created_at FROM outgoing "
+                "SELECT id, list_id, kind, envelope_from, data, created_at, personalize "
+                "FROM outgoing "
                 "WHERE id IN (SELECT DISTINCT outgoing_id FROM deliveries WHERE state = 'pending' "
                 "AND next_attempt_at <= ?) ORDER BY id", (now,)).fetchall()
-        return [Outgoing(*r) for r in rows]
+        return [Outgoing(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
 
     def due_recipients(self, outgoing_id: int, now: float) -> list[tuple[str, int]]:
         """(recipient, attempts so far) of the due deliveries of one outbox entry."""

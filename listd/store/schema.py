@@ -68,5 +68,63 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE notice_log (key TEXT PRIMARY KEY, sent_at REAL NOT NULL) WITHOUT ROWID",
         "CREATE TABLE status (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     ),
+    (
+        "ALTER TABLE members ADD COLUMN unsubscribe_generation INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE outgoing ADD COLUMN personalize INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE tokens (
+            hash TEXT PRIMARY KEY,
+            list_id TEXT NOT NULL,
+            address TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN
+                ('subscribe', 'unsubscribe', 'approve-subscription', 'held-post')),
+            ref INTEGER,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            used_at REAL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX tokens_open ON tokens (list_id, action) WHERE used_at IS NULL",
+        """CREATE TABLE membership_log (
+            id INTEGER PRIMARY KEY,
+            list_id TEXT NOT NULL,
+            address TEXT NOT NULL,
+            old_status TEXT,
+            new_status TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            via TEXT NOT NULL,
+            inbound_id INTEGER,
+            reason TEXT NOT NULL DEFAULT '',
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX membership_log_by_member ON membership_log (list_id, address)",
+        """CREATE TABLE bounces (
+            id INTEGER PRIMARY KEY,
+            list_id TEXT NOT NULL,
+            address_key TEXT NOT NULL,
+            permanent INTEGER NOT NULL,
+            inbound_id INTEGER,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX bounces_by_member ON bounces (list_id, address_key, at)",
+        """CREATE TABLE held (
+            id INTEGER PRIMARY KEY,
+            inbound_id INTEGER NOT NULL REFERENCES inbound (id),
+            list_id TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'held'
+                CHECK (state IN ('held', 'approved', 'discarded', 'expired')),
+            decided_by TEXT,
+            decided_at REAL,
+            UNIQUE (inbound_id, list_id)
+        )""",
+        """CREATE TABLE counters (
+            key TEXT NOT NULL,
+            day INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (key, day)
+        ) WITHOUT ROWID""",
+    ),
 )
-SCHEMA_VERSION = len(MIGRATIONS)

@@ -36,7 +36,6 @@ DEFAULT_USERS: Mapping[str, str] = {
 }
 
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 def _alive(pid: int) -> bool:
@@ -57,12 +56,13 @@ def normalise_message(raw: bytes) -> bytes:
     """Make ``raw`` a valid RFC 5322 message for IMAP/LMTP.
 
     Drops a leading mbox ``From `` separator line (test fixtures are often
-    saved from mbox files) and turns bare LF into CRLF, so what Dovecot returns
-    on FETCH is byte-identical to what was stored.
+    saved from mbox files) and turns bare LF or bare CR into CRLF, so what
+    Dovecot returns on FETCH is byte-identical to what was stored.
     """
-    if raw.startswith(b"From "):
-        raw = raw.split(b"\n", 1)[1] if b"\n" in raw else b""
-    return _BARE_LF.sub(b"\r\n", raw)
+    lines = raw.splitlines()
+    if lines and lines[0].startswith(b"From "):
+        lines = lines[1:]
+    return b"".join(line + b"\r\n" for line in lines)
 
 
 def _mail_user() -> tuple[str, str]:
