@@ -7,12 +7,8 @@ read here beyond checking that their files exist with safe permissions, and neve
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
-import math
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +16,18 @@ from typing import Any
 
 import yaml
 
+from listd.authconfig import AUTH_KEYS, AuthConfig, parse_auth
+from listd.configschema import (
+    ConfigError,
+    Key,
+    Reader,
+    check_secret_file,
+    is_loopback,
+)
 from listd.mail.addresses import ListAddress, address_key, is_valid_address
 from listd.yamlmarks import DuplicateKeyError, MarkedDict, load_marked
+
+__all__ = ["AuthConfig", "ConfigError", "check_secret_file"]
 
 DEFAULT_PATH = Path("/etc/listd/listd.yml")
 
@@ -32,16 +38,7 @@ COMMAND_STYLES = ("request", "plus")
 NON_MEMBER_POSTS = ("reject", "hold")
 REPLY_TO_POLICIES = ("list", "author")
 INITIAL_SYNC = ("new", "all")
-AUTH_METHODS = ("password",)
 _LIST_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-
-
-class ConfigError(Exception):
-    """A configuration problem, already phrased as the one line the operator will read."""
-
-    def __init__(self, path: Path | str, line: int | None, key: str, problem: str) -> None:
-        where = f"{path}:{line}" if line else f"{path}"
-        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -72,12 +69,6 @@ class SmtpConfig:
     retry_max: float = 3600.0
     give_up_after: float = 5 * 86400.0
     ca_file: Path | None = None
-
-
-@dataclass(frozen=True)
-class AuthConfig:
-    method: str = "password"
-    password_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -123,177 +114,62 @@ class Config:
 
 # --- schema -----------------------------------------------------------------------------
 
-_REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class _Key:
-    kind: type | tuple[type, ...]
-    default: Any = _REQUIRED
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
-    hint: str = ""
-
-
 _IMAP_KEYS = {
-    "host": _Key(str, hint="the IMAP server's host name"),
-    "port": _Key(int, 993, minimum=1, maximum=65535),
-    "tls": _Key(str, "implicit", TLS_MODES),
-    "username": _Key(str, hint="the mailbox's login name"),
-    "folder": _Key(str, "INBOX"),
-    "idle": _Key(bool, True),
-    "poll_interval": _Key((int, float), 60.0, minimum=1),
-    "timeout": _Key((int, float), 60.0, minimum=1),
-    "fetch_batch": _Key(int, 50, minimum=1),
-    "initial_sync": _Key(str, "new", INITIAL_SYNC),
-    "ca_file": _Key(str, None),
+    "host": Key(str, hint="the IMAP server's host name"),
+    "port": Key(int, 993, minimum=1, maximum=65535),
+    "tls": Key(str, "implicit", TLS_MODES),
+    "username": Key(str, hint="the mailbox's login name"),
+    "folder": Key(str, "INBOX"),
+    "idle": Key(bool, True),
+    "poll_interval": Key((int, float), 60.0, minimum=1),
+    "timeout": Key((int, float), 60.0, minimum=1),
+    "fetch_batch": Key(int, 50, minimum=1),
+    "initial_sync": Key(str, "new", INITIAL_SYNC),
+    "ca_file": Key(str, None),
 }
 _SMTP_KEYS = {
-    "host": _Key(str, hint="the SMTP server's host name"),
-    "port": _Key(int, 587, minimum=1, maximum=65535),
-    "tls": _Key(str, "starttls", TLS_MODES),
-    "username": _Key(str, None),
-    "max_recipients": _Key(int, 50, minimum=1),
-    "connections": _Key(int, 1, minimum=1),
-    "timeout": _Key((int, float), 60.0, minimum=1),
-    "retry_initial": _Key((int, float), 60.0, minimum=0),
-    "retry_max": _Key((int, float), 3600.0, minimum=0),
-    "give_up_after": _Key((int, float), 5 * 86400.0, minimum=0),
-    "ca_file": _Key(str, None),
-}
-_AUTH_KEYS = {
-    "method": _Key(str, "password", AUTH_METHODS),
-    "password_file": _Key(str, None),
+    "host": Key(str, hint="the SMTP server's host name"),
+    "port": Key(int, 587, minimum=1, maximum=65535),
+    "tls": Key(str, "starttls", TLS_MODES),
+    "username": Key(str, None),
+    "max_recipients": Key(int, 50, minimum=1),
+    "connections": Key(int, 1, minimum=1),
+    "timeout": Key((int, float), 60.0, minimum=1),
+    "retry_initial": Key((int, float), 60.0, minimum=0),
+    "retry_max": Key((int, float), 3600.0, minimum=0),
+    "give_up_after": Key((int, float), 5 * 86400.0, minimum=0),
+    "ca_file": Key(str, None),
 }
 _LIST_KEYS = {
-    "address": _Key(str, hint="the list's posting address"),
-    "name": _Key(str, None),
-    "owners": _Key(list, []),
-    "posting": _Key(str, "members", POSTING_POLICIES),
-    "subject_prefix": _Key(str, ""),
-    "reply_to": _Key(str, "list", REPLY_TO_POLICIES),
-    "author_copy": _Key(bool, False),
-    "subscription": _Key(str, "confirm", SUBSCRIPTION_POLICIES),
-    "commands": _Key(str, "request", COMMAND_STYLES),
-    "personalize": _Key(bool, False),
-    "non_member_posts": _Key(str, "reject", NON_MEMBER_POSTS),
-    "notify_owners": _Key(bool, True),
+    "address": Key(str, hint="the list's posting address"),
+    "name": Key(str, None),
+    "owners": Key(list, []),
+    "posting": Key(str, "members", POSTING_POLICIES),
+    "subject_prefix": Key(str, ""),
+    "reply_to": Key(str, "list", REPLY_TO_POLICIES),
+    "author_copy": Key(bool, False),
+    "subscription": Key(str, "confirm", SUBSCRIPTION_POLICIES),
+    "commands": Key(str, "request", COMMAND_STYLES),
+    "personalize": Key(bool, False),
+    "non_member_posts": Key(str, "reject", NON_MEMBER_POSTS),
+    "notify_owners": Key(bool, True),
 }
 _MEMBERSHIP_KEYS = {
-    "confirm_expiry_days": _Key((int, float), 7.0, minimum=0.01),
-    "hold_expiry_days": _Key((int, float), 14.0, minimum=0.01),
-    "bounce_threshold": _Key((int, float), 5.0, minimum=0.5),
-    "bounce_window_days": _Key((int, float), 14.0, minimum=0.01),
-    "answers_per_day": _Key(int, 5, minimum=1),
+    "confirm_expiry_days": Key((int, float), 7.0, minimum=0.01),
+    "hold_expiry_days": Key((int, float), 14.0, minimum=0.01),
+    "bounce_threshold": Key((int, float), 5.0, minimum=0.5),
+    "bounce_window_days": Key((int, float), 14.0, minimum=0.01),
+    "answers_per_day": Key(int, 5, minimum=1),
 }
 _TOP_KEYS = {
-    "state_dir": _Key(str, "/var/lib/listd"),
-    "imap": _Key(dict),
-    "smtp": _Key(dict),
-    "auth": _Key(dict, None),  # None: an absent section is read as an empty one
-    "lists": _Key(dict, None),
-    "membership": _Key(dict, None),
-    "templates_dir": _Key(str, "/etc/listd/templates"),
+    "state_dir": Key(str, "/var/lib/listd"),
+    "imap": Key(dict),
+    "smtp": Key(dict),
+    "auth": Key(dict, None),  # None: an absent section is read as an empty one
+    "lists": Key(dict, None),
+    "membership": Key(dict, None),
+    "templates_dir": Key(str, "/etc/listd/templates"),
 }
-
-
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false",
-             list: "a list", dict: "a mapping"}
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(names[k] for k in kinds if k is not int or float not in kinds)
-
-
-class _Reader:
-    """Validates one mapping against a schema, raising the first problem as ConfigError."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def error(self, line: int | None, key: str, problem: str) -> ConfigError:
-        return ConfigError(self.path, line, key, problem)
-
-    def section(self, raw: Any, where: str, schema: Mapping[str, _Key],
-                line: int) -> dict[str, Any]:
-        """``line`` is that of the key naming the section: where a missing key goes."""
-        if raw is None:
-            raw = MarkedDict()
-            raw.line, raw.key_lines = line, {}
-        if not isinstance(raw, MarkedDict):
-            raise self.error(line, where or "(top level)", "must be a mapping of keys to values")
-        for key in raw:
-            if key not in schema:
-                close = difflib.get_close_matches(key, list(schema), n=1)
-                advice = f"did you mean '{close[0]}'?" if close else (
-                    "known keys: " + ", ".join(schema))
-                raise self.error(raw.line_of(key), _join(where, key), f"unknown key; {advice}")
-        values: dict[str, Any] = {}
-        for key, spec in schema.items():
-            full = _join(where, key)
-            if key not in raw or raw[key] is None:
-                if spec.default is _REQUIRED:
-                    hint = f" ({spec.hint})" if spec.hint else ""
-                    raise self.error(line, full, f"missing; add it{hint}")
-                values[key] = spec.default
-                continue
-            value = raw[key]
-            kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
-            if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-                raise self.error(raw.line_of(key), full,
-                                 f"must be {_type_name(spec.kind)}, not {value!r}")
-            if spec.choices and value not in spec.choices:
-                raise self.error(raw.line_of(key), full,
-                                 f"{value!r} is not one of {', '.join(spec.choices)}")
-            if isinstance(value, int | float):
-                problem = _number_problem(value, spec)
-                if problem:
-                    raise self.error(raw.line_of(key), full, problem)
-            values[key] = value
-        values["__lines__"] = raw
-        return values
-
-
-def _number_problem(value: float, spec: _Key) -> str:
-    if not math.isfinite(value):  # YAML's .nan and .inf are floats too
-        return f"must be a finite number, not {value}"
-    if spec.minimum is not None and value < spec.minimum:
-        return f"must be at least {spec.minimum:g}"
-    if spec.maximum is not None and value > spec.maximum:
-        return f"must be at most {spec.maximum:g}"
-    return ""
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_secret_file(path: Path) -> str | None:
-    """Why ``path`` is not acceptable as a secret file, or None if it is."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return f"{path} does not exist; create it (mode 0600) with the secret on one line"
-    except PermissionError:
-        return f"{path} cannot be read by this user; check its owner and mode"
-    except OSError as exc:  # a file in the path is no directory, a symlink loop...
-        return f"{path} cannot be used: {exc.strerror}"
-    if not stat.S_ISREG(info.st_mode):
-        return f"{path} is not a regular file"
-    if info.st_mode & 0o007:
-        return f"{path} is readable by others (mode {info.st_mode & 0o777:04o}); chmod 0600 it"
-    if not os.access(path, os.R_OK):
-        return f"{path} cannot be read by this user; check its owner and mode"
-    return None
 
 
 def load(path: Path | str = DEFAULT_PATH) -> Config:
@@ -322,14 +198,15 @@ def load(path: Path | str = DEFAULT_PATH) -> Config:
 
 def parse(raw: Any, path: Path) -> Config:
     """Validate an already-parsed YAML document (see :func:`load`)."""
-    reader = _Reader(path)
+    reader = Reader(path)
     if raw is None:
         raise reader.error(1, "(top level)", "the file is empty; start from the annotated "
                            "example in /usr/share/doc/listd/examples/listd.yml")
     top = reader.section(raw, "", _TOP_KEYS, raw.line if isinstance(raw, MarkedDict) else 1)
     imap = reader.section(top["imap"], "imap", _IMAP_KEYS, top["__lines__"].line_of("imap"))
     smtp = reader.section(top["smtp"], "smtp", _SMTP_KEYS, top["__lines__"].line_of("smtp"))
-    auth = reader.section(top["auth"], "auth", _AUTH_KEYS, top["__lines__"].line_of("auth"))
+    auth_line = top["__lines__"].line_of("auth")
+    auth = reader.section(top["auth"], "auth", AUTH_KEYS, auth_line)
     membership = reader.section(top["membership"], "membership", _MEMBERSHIP_KEYS,
                                 top["__lines__"].line_of("membership"))
     base = path.parent
@@ -339,7 +216,7 @@ def parse(raw: Any, path: Path) -> Config:
                                            else Path(value))
 
     for where, section in (("imap", imap), ("smtp", smtp)):
-        if section["tls"] == "none" and not _is_loopback(section["host"]):
+        if section["tls"] == "none" and not is_loopback(section["host"]):
             raise reader.error(section["__lines__"].line_of("tls"), f"{where}.tls",
                                f"'none' sends the password in clear text to {section['host']}; "
                                "use implicit or starttls (none is allowed for loopback hosts only)")
@@ -351,16 +228,7 @@ def parse(raw: Any, path: Path) -> Config:
         raise reader.error(smtp["__lines__"].line_of("retry_max"), "smtp.retry_max",
                            "must not be smaller than smtp.retry_initial")
 
-    password_file = resolve(auth["password_file"])
-    # IMAP always logs in with it; SMTP only when smtp.username is set.
-    if auth["method"] == "password":
-        if password_file is None:
-            raise reader.error(top["__lines__"].line_of("auth"), "auth.password_file",
-                               "missing; name the file holding the mailbox password (mode 0600)")
-        problem = check_secret_file(password_file)
-        if problem:
-            raise reader.error(auth["__lines__"].line_of("password_file"),
-                               "auth.password_file", problem)
+    auth_config = parse_auth(reader, auth, resolve, auth_line)
 
     lists = _parse_lists(reader, top["lists"], top["__lines__"].line_of("lists"))
     return Config(
@@ -368,7 +236,7 @@ def parse(raw: Any, path: Path) -> Config:
         state_dir=resolve(top["state_dir"]) or Path("/var/lib/listd"),
         imap=ImapConfig(**_fields(imap), ca_file=resolve(imap["ca_file"])),
         smtp=SmtpConfig(**_fields(smtp), ca_file=resolve(smtp["ca_file"])),
-        auth=AuthConfig(method=auth["method"], password_file=password_file),
+        auth=auth_config,
         lists=lists,
         membership=MembershipConfig(**{k: v for k, v in membership.items()
                                        if k != "__lines__"}),
@@ -384,7 +252,7 @@ def _fields(section: dict[str, Any]) -> dict[str, Any]:
 _FLOAT_KEYS = {"poll_interval", "timeout", "retry_initial", "retry_max", "give_up_after"}
 
 
-def _parse_lists(reader: _Reader, raw: Any, line: int) -> dict[str, ListConfig]:
+def _parse_lists(reader: Reader, raw: Any, line: int) -> dict[str, ListConfig]:
     if raw is None:
         return {}
     if not isinstance(raw, MarkedDict):
@@ -444,7 +312,7 @@ def _one_line(text: str) -> bool:
     return "".join(text.splitlines()) == text
 
 
-def _check_address(reader: _Reader, line: int, key: str, address: str) -> None:
+def _check_address(reader: Reader, line: int, key: str, address: str) -> None:
     if not is_valid_address(address):
         raise reader.error(line, key, f"{address!r} is not an email address (local@domain)")
 

@@ -12,7 +12,7 @@ import smtplib
 from pathlib import Path
 from typing import Any, Protocol
 
-from listd.config import AuthConfig, check_secret_file
+from listd.configschema import check_secret_file
 
 
 class AuthError(Exception):
@@ -81,9 +81,3 @@ def _server_text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
-
-
-def make_authenticator(auth: AuthConfig) -> Authenticator:
-    if auth.method == "password" and auth.password_file is not None:
-        return PasswordAuth(auth.password_file)
-    raise AuthError(f"auth.method {auth.method!r} is not available")

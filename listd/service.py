@@ -27,6 +27,8 @@ from listd.mail.rewrite import personalize
 from listd.membership import Membership
 from listd.net.imap import ImapError, ImapMailbox
 from listd.notify import Notifier
+from listd.oauth.provider import TokenProvider
+from listd.oauth.xoauth2 import OAuthAuth
 from listd.retry import Backoff, RetryPolicy
 from listd.store import Effects, InboundDecision, Outgoing, Store
 from listd.tokens import load_secret
@@ -107,6 +109,7 @@ class Service:
             polled = self._poll_mailbox()
             self._expire_held()
             report = self._deliver()
+            self._record_token_state()
             self._prune()
             self._notifier.watchdog()
             self._notifier.status(self.status_line())
@@ -207,6 +210,9 @@ class Service:
         next_due = self._store.next_due()
         if next_due is not None:
             timeout = min(timeout, max(0.0, next_due - now))
+        if not polled and self.health.problem.startswith("signing in"):
+            self._auth_pause(timeout)
+            return
         if self._notifier.watchdog_interval:
             timeout = min(timeout, self._notifier.watchdog_interval / 2)
         mailbox = self._mailbox
@@ -220,6 +226,35 @@ class Service:
         except ImapError as exc:
             self._imap_failed(str(exc))
         self._drain_wakeup()
+
+    def _auth_pause(self, timeout: float) -> None:
+        """Wait out a refused sign-in without touching the network, but resume at once when
+        an administrator signs in again (the saved token changes) or a signal arrives."""
+        provider = self._token_provider()
+        deadline = self._clock() + timeout
+        step = min(self.config.imap.poll_interval, 60.0)
+        if self._notifier.watchdog_interval:
+            step = min(step, self._notifier.watchdog_interval / 2)
+        while not self.stop.is_set() and not self.reload_requested.is_set():
+            remaining = deadline - self._clock()
+            if remaining <= 0 or (provider is not None and provider.login_changed()):
+                break
+            self._sleep(min(step, remaining))
+            self._notifier.watchdog()  # waiting on purpose is the loop working as meant
+        self._drain_wakeup()
+
+    def _token_provider(self) -> TokenProvider | None:
+        authenticator = self._transports.authenticator
+        return authenticator.provider if isinstance(authenticator, OAuthAuth) else None
+
+    def _record_token_state(self) -> None:
+        provider = self._token_provider()
+        if provider is None:
+            return
+        state = provider.state
+        self._store.set_status(
+            token_expires_at=f"{state.expires_at:.0f}" if state.expires_at else "",
+            token_refresh_failures=str(state.refresh_failures), token_problem=state.problem)
 
     def _sleep(self, timeout: float) -> None:
         if self._wakeup_fd is not None:

@@ -8,19 +8,21 @@ write a config pointing at loopback servers; a subclass can hand out other trans
 from __future__ import annotations
 
 from listd.config import Config
-from listd.credentials import Authenticator, make_authenticator
+from listd.credentials import Authenticator
 from listd.net.imap import ImapMailbox
 from listd.net.smtp import SmtpConnection
+from listd.signin import make_authenticator
 
 
 class Transports:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._authenticator: Authenticator = make_authenticator(config.auth)
+        self.authenticator: Authenticator = make_authenticator(
+            config.auth, config.imap.username, config.state_dir)
 
     def mailbox(self) -> ImapMailbox:
-        return ImapMailbox(self.config.imap, self._authenticator)
+        return ImapMailbox(self.config.imap, self.authenticator)
 
     def smtp(self) -> SmtpConnection:
         needs_auth = self.config.smtp.username is not None
-        return SmtpConnection(self.config.smtp, self._authenticator if needs_auth else None)
+        return SmtpConnection(self.config.smtp, self.authenticator if needs_auth else None)

@@ -12,11 +12,16 @@ import pytest
 
 from tests.servers.certs import make_cert
 from tests.servers.dovecot import Dovecot
+from tests.servers.idp import FakeIdp, http_introspector
 from tests.servers.smtpcapture import SmtpCapture
 from tests.servers.smtpsink import SmtpSink
 
 LIST_USER = "list@example.test"
 LIST_PASSWORD = "listpw"
+# Access tokens from the ``idp`` fixture live this long unless a test sets
+# ``idp.access_lifetime``: far beyond any one test, yet a token leaking from
+# one test into a later one is dead soon after.
+IDP_ACCESS_LIFETIME = 60.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -63,6 +68,70 @@ def dovecot(dovecot_server: Dovecot) -> Dovecot:
         dovecot_server.start()
     dovecot_server.reset()
     return dovecot_server
+
+
+@pytest.fixture(scope="session")
+def idp_server(certs: tuple[Path, Path]) -> Iterator[FakeIdp]:
+    """One fake OAuth2 IdP per session (per xdist worker); use ``idp`` in tests.
+
+    Session-scoped because ``dovecot_oauth_server`` is configured with its
+    introspection URL, so it must live (on the same ports) as long as that
+    Dovecot does.
+    """
+    with FakeIdp(cert=certs, access_lifetime=IDP_ACCESS_LIFETIME) as server:
+        yield server
+
+
+@pytest.fixture
+def idp(idp_server: FakeIdp) -> Iterator[FakeIdp]:
+    """The session IdP, running, with no tokens/flows/log and default settings.
+
+    Settings (``access_lifetime``, ``clients``, ``token_failures``, ...) may
+    be changed freely; they are put back before the next test. Clients using
+    its https side need ``REQUESTS_CA_BUNDLE=idp.cafile`` (testbed §4.1).
+    Fails the test at teardown if the IdP crashed on a request.
+    """
+    if not idp_server.running:  # a test may have stopped it (IdP outage)
+        idp_server.start()
+    idp_server.reset()
+    yield idp_server
+    if idp_server.errors:
+        pytest.fail("fake IdP crashed:\n" + "\n".join(idp_server.errors), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def dovecot_oauth_server(certs: tuple[Path, Path], idp_server: FakeIdp) -> Iterator[Dovecot]:
+    """Dovecot that also takes XOAUTH2/OAUTHBEARER, introspected at ``idp_server``."""
+    server = Dovecot(cert=certs, oauth2_introspection_url=idp_server.introspection_url)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def dovecot_oauth(idp: FakeIdp, dovecot_oauth_server: Dovecot) -> Dovecot:
+    """The OAuth2 Dovecot, running, empty mailboxes; its tokens come from ``idp``.
+
+    Password logins work as on ``dovecot``.
+    """
+    if not dovecot_oauth_server.running:
+        dovecot_oauth_server.start()
+    dovecot_oauth_server.reset()
+    return dovecot_oauth_server
+
+
+@pytest.fixture
+def smtp_oauth(certs: tuple[Path, Path], idp: FakeIdp) -> Iterator[SmtpCapture]:
+    """Capturing SMTP server requiring AUTH XOAUTH2/OAUTHBEARER (no PLAIN/LOGIN).
+
+    A token passes if ``idp`` says over HTTP introspection that it is active
+    and belongs to the user the client names, as Dovecot checks it.
+    """
+    introspect = http_introspector(idp.introspection_url)
+    with SmtpCapture(cert=certs, oauth2_introspect=introspect) as server:
+        yield server
 
 
 @pytest.fixture

@@ -216,7 +216,8 @@ BROKEN: list[tuple[str, list[tuple[str, str]], str]] = [
      "10: lists.friends.address: missing; add it (the list's posting address)"),
     ("missing password_file",
      [("  password_file: {password}", "  method: password")],
-     "7: auth.password_file: missing; name the file holding the mailbox password (mode 0600)"),
+     "7: auth.password_file: missing; name the file holding the mailbox password (mode 0600), "
+     "or use auth.password_credential"),
     ("tls none to a remote host",
      [("  host: imap.example.org", "  host: imap.example.org\n  tls: none")],
      "4: imap.tls: 'none' sends the password in clear text to imap.example.org; use implicit "
@@ -333,7 +334,7 @@ def test_missing_ca_file(tmp_path: Path, password: Path) -> None:
 def test_missing_auth_section(tmp_path: Path, password: Path) -> None:
     path = base(tmp_path, password, ("auth:\n  password_file: {password}\n", ""))
     assert error_of(path) == (f"{path}:1: auth.password_file: missing; name the file holding "
-                              "the mailbox password (mode 0600)")
+                              "the mailbox password (mode 0600), or use auth.password_credential")
 
 
 @pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "---\n", "~\n"])

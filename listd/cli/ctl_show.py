@@ -81,6 +81,11 @@ def _status(cfg: config.Config, store: Store, args: argparse.Namespace) -> int:
         "last_poll": iso(last_poll) if last_poll else None,
         "imap_problem": values.get("imap_problem") or None,
         "smtp_problem": values.get("smtp_problem") or None,
+        "auth_method": cfg.auth.method,
+        "token_expires_at": (iso(float(values["token_expires_at"]))
+                             if values.get("token_expires_at") else None),
+        "token_refresh_failures": int(values.get("token_refresh_failures") or 0),
+        "token_problem": values.get("token_problem") or None,
         "deliveries_pending": counts["pending"],
         "deliveries_sent": counts["sent"],
         "deliveries_failed": counts["failed"],

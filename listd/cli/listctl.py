@@ -9,7 +9,7 @@ here, 78 configuration.
 The commands live in modules by subject: ``ctl_show`` (lists, members, status, log),
 ``ctl_members`` (subscribe, unsubscribe, import, export, sync, enable) and
 ``ctl_moderation`` (pending, approve-subscription, reject-subscription, held, approve,
-discard).
+discard) and ``ctl_auth`` (auth login, auth status).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from listd import __version__, config
-from listd.cli import ctl_members, ctl_moderation, ctl_show
+from listd.cli import ctl_auth, ctl_members, ctl_moderation, ctl_show
 from listd.cli.common import EX_CANTCREAT, EX_CONFIG, EX_USAGE
 from listd.cli.ctl_base import Commands, Failure, UsageError
 from listd.cli.ctl_privileges import become_state_owner
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctl_show.register(commands)
     ctl_members.register(commands)
     ctl_moderation.register(commands)
+    ctl_auth.register(commands)
     return parser
 
 

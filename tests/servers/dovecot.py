@@ -85,7 +85,13 @@ class Dovecot:
         self,
         users: Mapping[str, str] | None = None,
         cert: tuple[Path, Path] | None = None,
+        oauth2_introspection_url: str | None = None,
     ) -> None:
+        """``oauth2_introspection_url``: also offer XOAUTH2 and OAUTHBEARER,
+        valid when an RFC 7662 POST ``token=...`` to this URL answers
+        ``{"active": true, "email": <login user>}`` (testbed §2). The server
+        behind it must outlive this Dovecot. Password logins keep working.
+        """
         self.users: dict[str, str] = dict(DEFAULT_USERS if users is None else users)
         for user, password in self.users.items():
             # passwd-file is colon-separated; a colon would silently corrupt it
@@ -102,6 +108,7 @@ class Dovecot:
         self.conf = self.dir / "dovecot.conf"
         self.log_path = self.dir / "dovecot.log"
         self.mail_dir = self.dir / "mail"
+        self.oauth2_introspection_url = oauth2_introspection_url
         self._proc: subprocess.Popen[bytes] | None = None
         self._write_config()
 
@@ -119,6 +126,32 @@ class Dovecot:
         (d / "users").write_text(
             "".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in self.users.items())
         )
+        mechanisms = "plain login"
+        passwd_mechanisms = oauth2_passdb = ""
+        if self.oauth2_introspection_url is not None:
+            mechanisms += " xoauth2 oauthbearer"
+            # a bearer token must never be compared to a password
+            passwd_mechanisms = "\n  mechanisms = plain login"
+            oauth2_conf = d / "dovecot-oauth2.conf.ext"
+            # Dovecot POSTs token=<token> and requires email == the login user.
+            # No auth cache is configured, so every login is introspected and a
+            # revoked or expired token fails at once.
+            oauth2_conf.write_text(f"""\
+introspection_mode = post
+introspection_url = {self.oauth2_introspection_url}
+username_attribute = email
+active_attribute = active
+active_value = true
+timeout_msecs = 3000
+""")
+            oauth2_passdb = f"""\
+# XOAUTH2 / OAUTHBEARER validated by RFC 7662 token introspection
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {oauth2_conf}
+}}
+"""
         self.conf.write_text(f"""\
 # throwaway Dovecot instance for listd tests, everything under {d}
 instance_name = listd-test-{self.imap_port}
@@ -137,17 +170,17 @@ first_valid_gid = 1
 mail_location = maildir:{d}/mail/%u/Maildir
 mail_home = {d}/mail/%u
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_failure_delay = 0
 login_trusted_networks = 127.0.0.0/8
 ssl = yes
 ssl_cert = <{self.cert}
 ssl_key = <{self.key}
 passdb {{
-  driver = passwd-file
+  driver = passwd-file{passwd_mechanisms}
   args = scheme=PLAIN username_format=%u {d}/users
 }}
-# passwd-file userdb, not static: unknown LMTP recipients get 550 at RCPT
+{oauth2_passdb}# passwd-file userdb, not static: unknown LMTP recipients get 550 at RCPT
 userdb {{
   driver = passwd-file
   args = username_format=%u {d}/users

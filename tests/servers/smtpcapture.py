@@ -10,7 +10,10 @@ server threads read them under the same lock on every use.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import collections
+import json
 import shutil
 import ssl
 import tempfile
@@ -19,16 +22,32 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .certs import make_cert
 from .ports import HOST, free_port
 
 # Also avoids socket.getfqdn() (a DNS lookup) on every connection.
 SERVER_NAME = "smtp-capture.example.test"
+PASSWORD_MECHANISMS = ("LOGIN", "PLAIN")
+OAUTH2_MECHANISMS = ("OAUTHBEARER", "XOAUTH2")
+# Gmail's answer to a bad bearer token: a 334 challenge with this JSON, then
+# (after the client's empty line) 535.
+OAUTH2_ERROR = {"status": "401", "schemes": "Bearer", "scope": "https://mail.google.com/"}
+OAUTH2_FAILED = "535 5.7.8 Username and Password not accepted"
+
+# token -> the user it was issued to, or None if it is not valid (any more)
+Introspector = Callable[[str], str | None]
+
+
+class _Identity(NamedTuple):
+    """session.auth_data after a successful AUTH."""
+
+    login: str
+    mechanism: str
 
 
 @dataclass(frozen=True)
@@ -40,6 +59,7 @@ class Captured:
     data: bytes  # as received after dot-unstuffing, CRLF line ends
     auth_login: str | None  # SASL login of the session, None if unauthenticated
     tls: bool  # STARTTLS or implicit TLS
+    auth_mechanism: str | None = None  # "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"
 
 
 class _Controller(Controller):
@@ -90,12 +110,14 @@ class _Handler:
             await asyncio.sleep(delay)  # a deliberately slow server
         transport = server.transport
         tls = transport is not None and transport.get_extra_info("ssl_object") is not None
+        identity = session.auth_data if isinstance(session.auth_data, _Identity) else None
         item = Captured(
             mail_from=str(envelope.mail_from),
             rcpts=list(envelope.rcpt_tos),
             data=bytes(envelope.original_content or b""),
-            auth_login=session.auth_data if isinstance(session.auth_data, str) else None,
+            auth_login=identity.login if identity else None,
             tls=tls,
+            auth_mechanism=identity.mechanism if identity else None,
         )
         action = self._capture._on_data(item)
         if action == "drop":
@@ -107,6 +129,39 @@ class _Handler:
             await asyncio.get_running_loop().create_future()
         return action
 
+    # aiosmtpd offers every handler method auth_<MECH> as a SASL mechanism;
+    # SmtpCapture._smtp_kwargs() hides these two unless oauth2_introspect is set.
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """``user=<u>^Aauth=Bearer <token>^A^A`` (Google/Microsoft XOAUTH2)."""
+        return await self._capture._auth_oauth2(server, args, "XOAUTH2")
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        """``n,a=<u>,^Aauth=Bearer <token>^A^A`` (RFC 7628)."""
+        return await self._capture._auth_oauth2(server, args, "OAUTHBEARER")
+
+
+def parse_oauth2_response(raw: bytes, mechanism: str) -> tuple[str, str] | None:
+    """(user, token) from an XOAUTH2 or OAUTHBEARER client response, or None."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    parts = text.split("\x01")
+    user: str | None = None
+    if mechanism == "OAUTHBEARER":
+        # gs2 header "n,a=<authzid>," then key=value pairs
+        gs2 = parts.pop(0).split(",")
+        if len(gs2) < 2 or not gs2[1].startswith("a="):
+            return None
+        user = gs2[1][2:].replace("=2C", ",").replace("=3D", "=")
+    fields = dict(p.split("=", 1) for p in parts if "=" in p)
+    if mechanism == "XOAUTH2":
+        user = fields.get("user")
+    auth = fields.get("auth", "")
+    if not user or auth[:7].lower() != "bearer ":
+        return None
+    return user, auth[7:].strip()
+
 
 class SmtpCapture:
     """Capturing SMTP server on 127.0.0.1 with STARTTLS, implicit TLS and AUTH.
@@ -114,7 +169,12 @@ class SmtpCapture:
     Settings (any may be reassigned while running; new connections pick up
     ``require_starttls``/``auth_*``, the rest apply to the next command):
 
-    - ``auth_users``: {login: password} for AUTH PLAIN/LOGIN; None = no AUTH.
+    - ``auth_users``: {login: password} for AUTH PLAIN/LOGIN; None = no
+      PLAIN/LOGIN.
+    - ``oauth2_introspect``: ``token -> user | None`` (e.g. a FakeIdp's
+      introspection); enables AUTH XOAUTH2 and OAUTHBEARER, accepted when it
+      returns the user named in the client response. Failure is Gmail-style
+      (334 JSON challenge, then 535). Without both of these: no AUTH at all.
     - ``require_starttls``: plain port refuses MAIL before STARTTLS.
     - ``auth_require_tls``: plain port offers AUTH only after STARTTLS.
     - ``rcpt_codes``: {address: (code, text)} answer RCPT for that address
@@ -140,6 +200,7 @@ class SmtpCapture:
         data_failures: list[tuple[int, str]] | None = None,
         data_delay: float = 0.0,
         drop_after_data: int | None = None,
+        oauth2_introspect: Introspector | None = None,
         cert: tuple[Path, Path] | None = None,
     ) -> None:
         self._cond = threading.Condition()
@@ -155,6 +216,7 @@ class SmtpCapture:
         self._drop_after: int | None = drop_after_data
         self.dropped = 0  # connections dropped by drop_after_data
         self.auth_failures = 0
+        self.oauth2_introspect = oauth2_introspect
 
         self._tmpdir: Path | None = None
         if cert is None:
@@ -219,7 +281,17 @@ class SmtpCapture:
 
     def _smtp_kwargs(self, implicit_tls: bool) -> dict[str, Any]:
         with self._cond:
-            auth = self.auth_users is not None
+            passwords = self.auth_users is not None
+            oauth2 = self.oauth2_introspect is not None
+            auth = passwords or oauth2
+            exclude = list(OAUTH2_MECHANISMS)
+            if auth:
+                exclude = [
+                    *(() if passwords else PASSWORD_MECHANISMS),
+                    *(() if oauth2 else OAUTH2_MECHANISMS),
+                ]
+            # With no AUTH at all PLAIN/LOGIN stay offered (and always fail),
+            # as aiosmtpd does by default.
             return {
                 "hostname": SERVER_NAME,
                 "enable_SMTPUTF8": True,
@@ -230,6 +302,7 @@ class SmtpCapture:
                 "require_starttls": False if implicit_tls else self.require_starttls,
                 "authenticator": self._authenticate if auth else None,
                 "auth_required": auth,
+                "auth_exclude_mechanism": exclude,
                 # aiosmtpd only counts STARTTLS as TLS: with True, an
                 # implicit-TLS session answers AUTH with 538 and hides it.
                 "auth_require_tls": False if implicit_tls else self.auth_require_tls,
@@ -255,7 +328,38 @@ class SmtpCapture:
                     self.auth_failures += 1
         # handled=False on failure: with the default handled=True aiosmtpd
         # sends no reply at all and the client hangs (testbed §3a).
-        return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
+        identity = _Identity(login, mechanism) if ok and login is not None else None
+        return AuthResult(success=ok, handled=False, auth_data=identity)
+
+    async def _auth_oauth2(self, server: SMTP, args: list[str], mechanism: str) -> AuthResult:
+        if len(args) == 2:  # AUTH XOAUTH2 <initial response>
+            try:
+                raw = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        else:  # AUTH XOAUTH2 -> 334 -> <response>
+            answer = await server.challenge_auth("")
+            if answer is MISSING:  # "*" or bad base64: aiosmtpd already answered
+                return AuthResult(success=False, handled=True)
+            assert isinstance(answer, bytes)
+            raw = answer
+        parsed = parse_oauth2_response(raw, mechanism)
+        with self._cond:
+            introspect = self.oauth2_introspect
+        user: str | None = None
+        if parsed is not None and introspect is not None:
+            # may block on HTTP (the IdP's introspection): not on the event loop
+            user = await asyncio.get_running_loop().run_in_executor(None, introspect, parsed[1])
+        if parsed is not None and user is not None and user.lower() == parsed[0].lower():
+            return AuthResult(success=True, auth_data=_Identity(parsed[0], mechanism))
+        with self._cond:
+            self.auth_failures += 1
+        # The client answers the error challenge with an empty line (XOAUTH2)
+        # or ^A (OAUTHBEARER); whatever it sends, the result is 535.
+        if await server.challenge_auth(json.dumps(OAUTH2_ERROR)) is MISSING:
+            return AuthResult(success=False, handled=True)  # "*": 501 already sent
+        return AuthResult(success=False, handled=False, message=OAUTH2_FAILED)
 
     def _rcpt_reply(self, address: str) -> tuple[int, str] | None:
         with self._cond:
