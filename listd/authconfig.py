@@ -136,6 +136,11 @@ def parse_auth(reader: Reader, values: dict[str, Any],
     if certificate is not None and not values["certificate_thumbprint"]:
         raise reader.error(section_line, "auth.certificate_thumbprint",
                            "missing; the SHA-1 thumbprint shown for the certificate in Entra")
+    if flow == "delegated" and (client_secret or certificate):
+        key = "client_secret" if client_secret else "certificate"
+        raise reader.error(lines.line_of(f"{key}_file") or section_line, f"auth.{key}_file",
+                           "the delegated flow signs in as a public client (device code) "
+                           "and uses no client secret or certificate; remove it")
     if flow == "app-only" and client_secret is None and certificate is None:
         raise reader.error(section_line, "auth.client_secret_file",
                            "app-only sign-in needs client_secret_file (or _credential) or "

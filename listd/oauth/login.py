@@ -9,6 +9,7 @@ login only proves the credentials work.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +74,9 @@ def login_google(auth: AuthConfig, username: str, state_dir: Path,
     code = parse_qs(urlsplit(answer).query).get("code", [""])[0] if "://" in answer else answer
     if not code:
         raise AuthError("no code in what was pasted")
+    # Google may grant scopes in another order or add some (openid); oauthlib would then
+    # refuse a perfectly good answer. Only this short-lived listctl process is affected.
+    os.environ.setdefault("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
     try:
         flow.fetch_token(code=code, verify=str(auth.ca_file) if auth.ca_file else True)
     except Exception as exc:  # oauthlib raises its own error types for every refusal

@@ -49,8 +49,9 @@ def credential(auth: AuthConfig) -> str | dict[str, str] | None:
 
 
 def application(auth: AuthConfig, cache: msal.TokenCache) -> msal.ClientApplication:
+    """A public client for the delegated flow (device code), a confidential one else."""
     try:
-        secret = credential(auth)
+        secret = None if auth.flow == "delegated" else credential(auth)
         if secret is None:
             return msal.PublicClientApplication(auth.client_id, **_client_kwargs(auth, cache))
         return msal.ConfidentialClientApplication(auth.client_id, client_credential=secret,
