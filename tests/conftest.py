@@ -19,9 +19,11 @@ from tests.servers.smtpsink import SmtpSink
 LIST_USER = "list@example.test"
 LIST_PASSWORD = "listpw"
 # Access tokens from the ``idp`` fixture live this long unless a test sets
-# ``idp.access_lifetime``: far beyond any one test, yet a token leaking from
-# one test into a later one is dead soon after.
-IDP_ACCESS_LIFETIME = 60.0
+# ``idp.access_lifetime`` (e.g. to 1-2 s for expiry tests). Short, but not
+# shorter: msal treats a token with < 5 min left as expired and google-auth
+# one with < 3 min 45 s, so below that both refresh before every use and a
+# test of token caching could never pass.
+IDP_ACCESS_LIFETIME = 600.0
 
 
 def pytest_configure(config: pytest.Config) -> None:

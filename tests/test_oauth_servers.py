@@ -22,10 +22,11 @@ import google.auth.transport.requests as google_requests
 import msal
 import pytest
 import requests
-from google.auth.exceptions import RefreshError
+from google.auth.exceptions import RefreshError, TransportError
 from google.oauth2.credentials import Credentials
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
+from msal.exceptions import MsalServiceError
 
 from tests.servers.dovecot import Dovecot
 from tests.servers.idp import DEVICE_CODE_GRANT, FakeIdp, http_introspect
@@ -77,7 +78,7 @@ def confidential_app(idp: FakeIdp) -> msal.ConfidentialClientApplication:
 
 
 def google_credentials(idp: FakeIdp, refresh_token: str) -> Credentials:
-    return Credentials(
+    return Credentials(  # type: ignore[no-untyped-call]
         token=None,
         refresh_token=refresh_token,
         token_uri=idp.google_token_uri,
@@ -85,6 +86,12 @@ def google_credentials(idp: FakeIdp, refresh_token: str) -> Credentials:
         client_secret=CLIENT_SECRET,
         scopes=GOOGLE_SCOPES,
     )
+
+
+def refresh(creds: Credentials) -> str:
+    """google-auth's refresh over requests; return the new access token."""
+    creds.refresh(google_requests.Request())  # type: ignore[no-untyped-call]
+    return str(creds.token)
 
 
 def imap_oauth2_login(dovecot: Dovecot, user: str, token: str, mech: str = "XOAUTH2") -> None:
@@ -130,8 +137,9 @@ def test_discovery_follows_listener_and_tenant(idp: FakeIdp) -> None:
         timeout=10,
     ).json()
     assert doc["issuer"] == f"{idp.https_base}/tenantX/v2.0"
-    assert doc["token_endpoint"] == f"{idp.https_base}/tenantX/oauth2/v2.0/token"
-    assert doc["device_authorization_endpoint"] == f"{idp.https_base}/tenantX/oauth2/v2.0/devicecode"
+    endpoints = f"{idp.https_base}/tenantX/oauth2/v2.0"
+    assert doc["token_endpoint"] == f"{endpoints}/token"
+    assert doc["device_authorization_endpoint"] == f"{endpoints}/devicecode"
     google = requests.get(f"{idp.http_base}/.well-known/openid-configuration", timeout=10).json()
     assert (google["issuer"], google["token_endpoint"]) == (idp.http_base, idp.google_token_uri)
 
@@ -202,21 +210,37 @@ def test_authorization_code_with_pkce(idp: FakeIdp) -> None:
 
 
 def test_token_failures_and_outage(idp: FakeIdp, ca_env: None) -> None:
+    unavailable = (503, {"error": "temporarily_unavailable"})
     app = confidential_app(idp)
     rt = idp.issue_refresh_token(LIST)
-    idp.token_failures = [(503, {"error": "temporarily_unavailable"})]
-    assert app.acquire_token_by_refresh_token(rt, IMAP_SCOPES)["error"] == "temporarily_unavailable"
+    idp.token_failures = [unavailable]
+    with pytest.raises(MsalServiceError, match="503"):  # no dict for 5xx
+        app.acquire_token_by_refresh_token(rt, IMAP_SCOPES)
+    # Retry-After: 0 (idp.failure_retry_after) keeps msal from replaying the 503
     ok = app.acquire_token_by_refresh_token(rt, IMAP_SCOPES)
-    assert "access_token" in ok
+    assert "access_token" in ok, ok.get("error_description")
+    # without the header msal replays a 5xx from its own cache for 5 s
+    idp.failure_retry_after = None
+    idp.token_failures = [unavailable]
+    other_rt = idp.issue_refresh_token(LIST)
+    for _ in range(2):
+        with pytest.raises(MsalServiceError, match="503"):
+            app.acquire_token_by_refresh_token(other_rt, IMAP_SCOPES)
+    assert len(idp.token_requests("refresh_token")) == 3  # the 2nd 503 never reached the IdP
+
+    # google-auth retries 5xx / temporarily_unavailable itself (after ~1 s)
+    idp.token_failures = [unavailable]
+    creds = google_credentials(idp, ok["refresh_token"])
+    refresh(creds)
+    assert [r.status for r in idp.token_requests("refresh_token")][-2:] == [503, 200]
+
     ports = (idp.http_port, idp.https_port)
     idp.stop()
-    with pytest.raises(RefreshError):  # google-auth wraps the connection error
-        google_credentials(idp, ok["refresh_token"]).refresh(google_requests.Request())
+    with pytest.raises(TransportError):  # connection refused, not retried
+        refresh(creds)
     idp.start()
     assert (idp.http_port, idp.https_port) == ports  # Dovecot's URL stays valid
-    creds = google_credentials(idp, ok["refresh_token"])
-    creds.refresh(google_requests.Request())
-    assert idp.token_user(str(creds.token)) == LIST
+    assert idp.token_user(refresh(creds)) == LIST
 
 
 # ---------------------------------------------------------------- Dovecot (IMAP)
@@ -233,9 +257,10 @@ def test_msal_client_credentials_token_logs_in_to_dovecot(
     log = dovecot_oauth.log_text()
     assert f"user=<{LIST}>, method=XOAUTH2" in log
     assert f"user=<{LIST}>, method=OAUTHBEARER" in log
-    # Dovecot really asked the IdP: one RFC 7662 POST per login
+    # Dovecot really asked the IdP: one RFC 7662 POST per login (it also
+    # sends empty client_id/client_secret fields)
     asked = [r for r in idp.requests if r.path == "/introspect"]
-    assert [r.form for r in asked] == [{"token": token}] * 2
+    assert [(r.method, r.form["token"]) for r in asked] == [("POST", token)] * 2
 
     for user, bad in ((LIST, "at-not-issued"), (ALICE, token)):  # unknown / other user's
         with pytest.raises(LoginError):
@@ -282,7 +307,8 @@ def test_msal_device_flow_then_forced_refresh(
     (account,) = app.get_accounts()
     assert account["username"] == ALICE
     cached = app.acquire_token_silent(IMAP_SCOPES, account=account)
-    assert cached is not None and cached["access_token"] == first  # 60 s left: still cached?
+    # served from msal's cache: the token has more than msal's 5-minute margin left
+    assert cached is not None and cached["access_token"] == first
     refreshed = app.acquire_token_silent(IMAP_SCOPES, account=account, force_refresh=True)
     assert refreshed is not None and refreshed["token_source"] == "identity_provider"
     assert refreshed["access_token"] != first
@@ -293,12 +319,13 @@ def test_msal_device_flow_then_forced_refresh(
 
 
 # -------------------------------------------------------------------- SMTP
-def test_google_refresh_token_sends_over_smtp_xoauth2(idp: FakeIdp, smtp_oauth: SmtpCapture) -> None:
+def test_google_refresh_token_sends_over_smtp_xoauth2(
+    idp: FakeIdp, smtp_oauth: SmtpCapture
+) -> None:
     original_rt = idp.issue_refresh_token(LIST)
     creds = google_credentials(idp, original_rt)
-    creds.refresh(google_requests.Request())
+    token = refresh(creds)
     assert creds.valid and creds.refresh_token != original_rt  # rotated
-    token = str(creds.token)
 
     with smtplib.SMTP(smtp_oauth.host, smtp_oauth.port, timeout=10) as s:
         s.starttls(context=ssl.create_default_context(cafile=str(smtp_oauth.cafile)))
@@ -339,8 +366,7 @@ def test_expired_token_is_refused_by_dovecot_and_smtp(
 ) -> None:
     creds = google_credentials(idp, idp.issue_refresh_token(LIST))
     idp.access_lifetime = 1
-    creds.refresh(google_requests.Request())
-    expired = str(creds.token)
+    expired = refresh(creds)
     wait_until_expired(idp, expired)
     with pytest.raises(LoginError):
         imap_oauth2_login(dovecot_oauth, LIST, expired)
@@ -348,9 +374,9 @@ def test_expired_token_is_refused_by_dovecot_and_smtp(
 
     # the same client, refreshed with a long lifetime: both accept again
     idp.access_lifetime = 3600
-    creds.refresh(google_requests.Request())
-    imap_oauth2_login(dovecot_oauth, LIST, str(creds.token))
-    smtp_send(smtp_oauth, LIST, str(creds.token))
+    fresh = refresh(creds)
+    imap_oauth2_login(dovecot_oauth, LIST, fresh)
+    smtp_send(smtp_oauth, LIST, fresh)
     assert smtp_oauth.wait_for_messages(1)[0].auth_login == LIST
 
 
@@ -381,7 +407,7 @@ def test_revoked_refresh_token_is_invalid_grant(idp: FakeIdp, ca_env: None) -> N
     silent = app.acquire_token_silent_with_error(IMAP_SCOPES, account=account, force_refresh=True)
     assert silent is not None and silent["error"] == "invalid_grant"
     with pytest.raises(RefreshError) as exc:
-        creds.refresh(google_requests.Request())
+        refresh(creds)
     assert exc.value.args[1]["error"] == "invalid_grant"
 
 

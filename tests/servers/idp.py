@@ -268,6 +268,11 @@ class FakeIdp:
     - ``consent``: False makes the authorize endpoint redirect with access_denied.
     - ``token_failures``: [(status, json_body)] answers for the next token
       requests, consumed in order (to simulate an IdP outage or throttling).
+    - ``failure_retry_after``: Retry-After header (seconds) sent with those
+      answers, None = none. msal raises MsalServiceError on a 5xx and then
+      replays that failure from its own cache, without asking again, for
+      Retry-After seconds (5 s without the header); the default 0 lets a
+      retry through at once. google-auth retries 5xx by itself after ~1 s.
     """
 
     def __init__(
@@ -297,6 +302,7 @@ class FakeIdp:
             "device_lifetime": device_lifetime,
             "device_interval": device_interval,
             "rotate_refresh_tokens": rotate_refresh_tokens,
+            "failure_retry_after": 0,
         }
         self.clients: dict[str, str] = {}
         self.public_clients: set[str] = set()
@@ -310,6 +316,7 @@ class FakeIdp:
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.consent = True
         self.token_failures: list[tuple[int, Json]] = []
+        self.failure_retry_after: int | None = 0
 
         self._lock = threading.Condition()
         self._access: dict[str, _AccessToken] = {}
@@ -772,7 +779,9 @@ class FakeIdp:
         with self._lock:
             failure = self.token_failures.pop(0) if self.token_failures else None
         if failure is not None:
-            return _Response(failure[0], dict(failure[1]))
+            retry_after = self.failure_retry_after
+            headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+            return _Response(failure[0], dict(failure[1]), headers)
         grant = req.form.get("grant_type", "")
         client_id = self._client(req, grant)
         form = req.form
