@@ -43,5 +43,8 @@ def setup_logging(verbose: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    # imapclient logs every command at DEBUG, LOGIN included; never let it through.
-    logging.getLogger("imapclient").setLevel(logging.WARNING)
+    # imapclient logs every command at DEBUG, LOGIN included, and the HTTP and token
+    # libraries log requests (token endpoint forms, headers): never let them through.
+    for noisy in ("imapclient", "msal", "urllib3", "requests_oauthlib", "oauthlib",
+                  "google.auth", "flufl.bounce"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
