@@ -150,15 +150,20 @@ class Membership:
         if status in (MemberStatus.ACTIVE, MemberStatus.DISABLED):
             self._answer(effects, lst, sender, "already-member", reply, address=sender)
             return f"subscribe {sender}: already a member"
+        return self._ask_to_confirm(effects, lst, sender, "subscribe", reply)
+
+    def _ask_to_confirm(self, effects: Effects, lst: ListConfig, sender: str, action: str,
+                        reply: str | None) -> str:
+        """Mail ``sender`` a token for ``action``; nothing changes until it comes back."""
         days = self.config.membership.confirm_expiry_days
-        token = self._token(effects, lst, sender, "subscribe", days)
+        token = self._token(effects, lst, sender, action, days)
         confirm_at = ListAddresses.of(lst).token_address("confirm", token)
-        if not self._answer(effects, lst, sender, "confirm-subscribe", reply, confirm_at,
+        if not self._answer(effects, lst, sender, f"confirm-{action}", reply, confirm_at,
                             address=sender, token=token, expires=self._expires(days),
                             confirm_address=confirm_at):
             effects.new_tokens.pop()
-            return f"subscribe {sender}: not answered (daily limit)"
-        return f"subscribe {sender}: confirmation sent"
+            return f"{action} {sender}: not answered (daily limit)"
+        return f"{action} {sender}: confirmation sent"
 
     def _unsubscribe(self, effects: Effects, lst: ListConfig, sender: str, command: Command,
                      reply: str | None) -> str:
@@ -168,15 +173,7 @@ class Membership:
         if status not in (MemberStatus.ACTIVE, MemberStatus.DISABLED, MemberStatus.PENDING):
             self._answer(effects, lst, sender, "not-member", reply, address=sender)
             return f"unsubscribe {sender}: not a member"
-        days = self.config.membership.confirm_expiry_days
-        token = self._token(effects, lst, sender, "unsubscribe", days)
-        confirm_at = ListAddresses.of(lst).token_address("confirm", token)
-        if not self._answer(effects, lst, sender, "confirm-unsubscribe", reply, confirm_at,
-                            address=sender, token=token, expires=self._expires(days),
-                            confirm_address=confirm_at):
-            effects.new_tokens.pop()
-            return f"unsubscribe {sender}: not answered (daily limit)"
-        return f"unsubscribe {sender}: confirmation sent"
+        return self._ask_to_confirm(effects, lst, sender, "unsubscribe", reply)
 
     def _use_token(self, effects: Effects, lst: ListConfig, sender: str, command: Command,
                    reply: str | None) -> str:

@@ -21,12 +21,12 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import NamedTuple
 
 from imapclient import IMAPClient
 
 from .certs import make_cert
+from .managed import Managed
 from .ports import HOST, free_port, wait_for_port, wait_for_port_closed
 
 DEFAULT_USERS: Mapping[str, str] = {
@@ -76,7 +76,7 @@ def _mail_user() -> tuple[str, str]:
     return pw.pw_name, grp.getgrgid(pw.pw_gid).gr_name
 
 
-class Dovecot:
+class Dovecot(Managed):
     """Dovecot with IMAP (plain + STARTTLS), IMAPS and LMTP on free loopback ports."""
 
     host = HOST
@@ -306,17 +306,6 @@ protocol lmtp {{
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> Dovecot:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     def log_text(self) -> str:
         try:

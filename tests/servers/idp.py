@@ -47,10 +47,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from .certs import make_cert
+from .managed import Managed
 from .ports import HOST
 
 DEFAULT_CLIENTS: Mapping[str, str] = {"listd-client": "s3cret"}
@@ -244,7 +244,7 @@ _MS_KEYS = re.compile(r"/[^/]+/discovery/v2\.0/keys")
 _INTROSPECT_PATH = re.compile(r"/introspect/(?P<token>[^/]+)")
 
 
-class FakeIdp:
+class FakeIdp(Managed):
     """Fake Microsoft/Google OAuth2 + OIDC server for loopback tests.
 
     Settings are plain attributes that tests may change at any time; they are
@@ -381,17 +381,6 @@ class FakeIdp:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
-    def __enter__(self) -> FakeIdp:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     def reset(self) -> None:
         """Constructor settings back, all tokens/flows/codes/log/errors gone."""

@@ -21,13 +21,13 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, NamedTuple
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .certs import make_cert
+from .managed import Managed
 from .ports import HOST, free_port
 
 # Also avoids socket.getfqdn() (a DNS lookup) on every connection.
@@ -163,7 +163,7 @@ def parse_oauth2_response(raw: bytes, mechanism: str) -> tuple[str, str] | None:
     return user, auth[7:].strip()
 
 
-class SmtpCapture:
+class SmtpCapture(Managed):
     """Capturing SMTP server on 127.0.0.1 with STARTTLS, implicit TLS and AUTH.
 
     Settings (any may be reassigned while running; new connections pick up
@@ -256,17 +256,6 @@ class SmtpCapture:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
-    def __enter__(self) -> SmtpCapture:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     # --------------------------------------------------------------- settings
     @property

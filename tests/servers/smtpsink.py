@@ -16,8 +16,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
+from .managed import Managed
 from .ports import HOST, free_port, wait_for_port
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -25,7 +25,7 @@ _COUNTERS = re.compile(r"mesg=(\d+)")
 _RCPT = re.compile(rb"^X-Rcpt-Args: <([^>]*)>", re.MULTILINE)
 
 
-class SmtpSink:
+class SmtpSink(Managed):
     """``smtp-sink -c [-d DUMP] 127.0.0.1:PORT BACKLOG`` as our child process.
 
     ``-c`` prints running counters (``sess=N quit=N mesg=N``) on stdout after
@@ -100,17 +100,6 @@ class SmtpSink:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> SmtpSink:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     def log_text(self) -> str:
         try:
