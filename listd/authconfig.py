@@ -67,7 +67,8 @@ class AuthConfig:
 
 
 def parse_auth(reader: Reader, values: dict[str, Any],
-               resolve: Callable[[str | None], Path | None], section_line: int) -> AuthConfig:
+               resolve: Callable[[str | None], Path | None], section_line: int, *,
+               service: bool = True) -> AuthConfig:
     lines = values["__lines__"]
     method = values["method"]
 
@@ -79,6 +80,8 @@ def parse_auth(reader: Reader, values: dict[str, Any],
         if values[credential_key] is not None:
             key = credential_key
             directory = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not directory and not service:
+                return None  # listctl outside the unit: the secret is the daemon's business
             if not directory:
                 raise reader.error(lines.line_of(key), f"auth.{key}",
                                    "no $CREDENTIALS_DIRECTORY: set LoadCredential= in the "

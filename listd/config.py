@@ -7,6 +7,7 @@ read here beyond checking that their files exist with safe permissions, and neve
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -98,6 +99,13 @@ class MembershipConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """``metrics.listen``: where the Prometheus endpoint listens; None: no endpoint."""
+
+    listen: tuple[str, int] | None = None  # (host, port)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_dir: Path
@@ -107,6 +115,7 @@ class Config:
     lists: Mapping[str, ListConfig]
     membership: MembershipConfig = MembershipConfig()
     templates_dir: Path | None = None
+    metrics: MetricsConfig = MetricsConfig()
 
     def list_by_id(self, list_id: str) -> ListConfig | None:
         return self.lists.get(list_id)
@@ -161,6 +170,10 @@ _MEMBERSHIP_KEYS = {
     "bounce_window_days": Key((int, float), 14.0, minimum=0.01),
     "answers_per_day": Key(int, 5, minimum=1),
 }
+_METRICS_KEYS = {
+    # host:port, [v6]:port, or a bare port on 127.0.0.1; absent: no metrics endpoint
+    "listen": Key((str, int), None),
+}
 _TOP_KEYS = {
     "state_dir": Key(str, "/var/lib/listd"),
     "imap": Key(dict),
@@ -169,11 +182,16 @@ _TOP_KEYS = {
     "lists": Key(dict, None),
     "membership": Key(dict, None),
     "templates_dir": Key(str, "/etc/listd/templates"),
+    "metrics": Key(dict, None),
 }
 
 
-def load(path: Path | str = DEFAULT_PATH) -> Config:
-    """Read and validate the configuration file at ``path``."""
+def load(path: Path | str = DEFAULT_PATH, *, service: bool = True) -> Config:
+    """Read and validate the configuration file at ``path``.
+
+    ``service=False`` (listctl) accepts systemd credentials it cannot see: outside the
+    unit there is no ``$CREDENTIALS_DIRECTORY``, and managing members needs no secret.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -193,10 +211,10 @@ def load(path: Path | str = DEFAULT_PATH) -> Config:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(path, mark.line + 1 if mark else None, "",
                           f"not valid YAML: {problem}") from None
-    return parse(raw, path)
+    return parse(raw, path, service=service)
 
 
-def parse(raw: Any, path: Path) -> Config:
+def parse(raw: Any, path: Path, *, service: bool = True) -> Config:
     """Validate an already-parsed YAML document (see :func:`load`)."""
     reader = Reader(path)
     if raw is None:
@@ -209,6 +227,8 @@ def parse(raw: Any, path: Path) -> Config:
     auth = reader.section(top["auth"], "auth", AUTH_KEYS, auth_line)
     membership = reader.section(top["membership"], "membership", _MEMBERSHIP_KEYS,
                                 top["__lines__"].line_of("membership"))
+    metrics = reader.section(top["metrics"], "metrics", _METRICS_KEYS,
+                             top["__lines__"].line_of("metrics"))
     base = path.parent
 
     def resolve(value: str | None) -> Path | None:
@@ -228,7 +248,7 @@ def parse(raw: Any, path: Path) -> Config:
         raise reader.error(smtp["__lines__"].line_of("retry_max"), "smtp.retry_max",
                            "must not be smaller than smtp.retry_initial")
 
-    auth_config = parse_auth(reader, auth, resolve, auth_line)
+    auth_config = parse_auth(reader, auth, resolve, auth_line, service=service)
 
     lists = _parse_lists(reader, top["lists"], top["__lines__"].line_of("lists"))
     return Config(
@@ -241,7 +261,36 @@ def parse(raw: Any, path: Path) -> Config:
         membership=MembershipConfig(**{k: v for k, v in membership.items()
                                        if k != "__lines__"}),
         templates_dir=resolve(top["templates_dir"]),
+        metrics=MetricsConfig(_parse_listen(reader, metrics)),
     )
+
+
+_LISTEN_RE = re.compile(r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<v6port>\d+)|"
+                        r"(?P<host>[A-Za-z0-9.-]+):(?P<port>\d+)|(?P<bare>\d+)")
+
+
+def _parse_listen(reader: Reader, section: dict[str, Any]) -> tuple[str, int] | None:
+    """``metrics.listen`` as (host, port): "127.0.0.1:9163", "[::1]:9163", or 9163 alone
+    (on 127.0.0.1: the metrics name the lists, so they are not published by default)."""
+    value = section["listen"]
+    if value is None:
+        return None
+    line = section["__lines__"].line_of("listen")
+    found = _LISTEN_RE.fullmatch(str(value).strip())
+    if found is None:
+        raise reader.error(line, "metrics.listen", f"{value!r} is not HOST:PORT; write for "
+                           "example 127.0.0.1:9163 (or [::1]:9163)")
+    host = found["v6"] or found["host"] or "127.0.0.1"
+    port = int(found["v6port"] or found["port"] or found["bare"])
+    if not 1 <= port <= 65535:
+        raise reader.error(line, "metrics.listen", f"port {port} is not between 1 and 65535")
+    if found["v6"]:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise reader.error(line, "metrics.listen",
+                               f"{host!r} is not an IPv6 address") from None
+    return host, port
 
 
 def _fields(section: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from listd.mail.notices import refusal_notices
 from listd.mail.policy import may_post
 from listd.mail.rewrite import forward_to_owners, rewrite_post
 from listd.membership import Membership
+from listd.metrics import Metrics
 from listd.store import Effects, Inbound, InboundDecision, NewOutgoing, StaleDecision, Store
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,12 @@ class Outcome:
 
 class Decider:
     def __init__(self, store: Store, config: Config, clock: Callable[[], float],
-                 membership: Membership) -> None:
+                 membership: Membership, metrics: Metrics | None = None) -> None:
         self._store = store
         self.config = config
         self._clock = clock
         self._membership = membership
+        self._metrics = metrics or Metrics()
 
     def process(self, inbound: Inbound) -> Outcome:
         try:
@@ -70,6 +72,7 @@ class Decider:
         reason = found.reason
         created = self._store.apply(effects, self._clock(),
                                     InboundDecision(inbound.id, decision, reason))
+        self._metrics.decided(message, found, effects)
         posts = sum(1 for o in effects.outgoing if o.kind == "post")
         log.info("UID %d: %s (%s); %d delivery(ies) queued", inbound.uid, decision, reason,
                  created)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from listd.config import SmtpConfig
 from listd.credentials import AuthError
 from listd.mail.chunk import chunks
+from listd.metrics import Metrics
 from listd.net.smtp import ConnectionLost, Outcome, SmtpConnection, prepare_payload
 from listd.retry import RetryPolicy, delivery_updates
 from listd.store import Outgoing, Store
@@ -49,7 +50,9 @@ class Deliverer:
     def __init__(self, store: Store, config: SmtpConfig, connect: ConnectionFactory,
                  policy: RetryPolicy, clock: Callable[[], float], rng: random.Random,
                  stop: threading.Event,
-                 personalizer: Callable[[Outgoing, str], bytes] | None = None) -> None:
+                 personalizer: Callable[[Outgoing, str], bytes] | None = None,
+                 metrics: Metrics | None = None,
+                 progress: Callable[[], None] | None = None) -> None:
         self._store = store
         self._config = config
         self._connect = connect
@@ -59,6 +62,10 @@ class Deliverer:
         self._stop = stop
         self._rng_lock = threading.Lock()
         self._personalizer = personalizer
+        self._metrics = metrics or Metrics()
+        # Called after every transaction's outcome is journaled (from the SMTP threads):
+        # a long pass of deliveries is progress the watchdog must hear of.
+        self._progress = progress or (lambda: None)
 
     def deliver_due(self) -> DeliveryReport:
         """Attempt every delivery that is due now, once. Returns what happened."""
@@ -134,16 +141,20 @@ class Deliverer:
                     connection.open()
                 except AuthError as exc:
                     report.auth_problem = str(exc)
+                    self._metrics.smtp_failed()
                     return _deferred(job, report.auth_problem), None
                 except ConnectionLost as exc:
                     report.connect_problem = str(exc)
+                    self._metrics.smtp_failed()
                     return _deferred(job, report.connect_problem), None
+                self._metrics.smtp_connected()
             try:
                 return connection.send(job.outgoing.envelope_from, job.recipients,
                                        job.payload, job.eight_bit), connection
             except ConnectionLost as exc:
                 problem = str(exc)
                 connection = None
+                self._metrics.smtp_dropped()
                 log.warning("SMTP connection lost during a transaction: %s", problem)
         return _deferred(job, problem), None
 
@@ -152,6 +163,8 @@ class Deliverer:
             updates = delivery_updates(outcomes, job.attempts, job.outgoing.created_at,
                                        self._clock(), self._policy, self._rng)
         self._store.record_deliveries(job.outgoing.id, updates, self._clock())
+        self._metrics.delivered(job.outgoing.list_id, updates)
+        self._progress()
         for update in updates:
             result = {"pending": "deferred"}.get(update.state, update.state)
             report.results[result] += 1

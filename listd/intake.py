@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from listd.config import ImapConfig
 from listd.mail.headers import RawMessage
+from listd.metrics import Metrics
 from listd.net.imap import ImapMailbox
 from listd.store import Checkpoint, FetchedMessage, Store, sha256
 
@@ -34,10 +35,14 @@ def message_identity(raw: bytes) -> tuple[str | None, str | None]:
 
 
 class Intake:
-    def __init__(self, store: Store, config: ImapConfig, clock: Callable[[], float]) -> None:
+    def __init__(self, store: Store, config: ImapConfig, clock: Callable[[], float],
+                 metrics: Metrics | None = None,
+                 progress: Callable[[], None] | None = None) -> None:
         self._store = store
         self._config = config
         self._clock = clock
+        self._metrics = metrics or Metrics()
+        self._progress = progress or (lambda: None)  # after every batch journaled
 
     def start_position(self, mailbox: ImapMailbox) -> None:
         """Reconcile the checkpoint with the folder just selected."""
@@ -117,6 +122,8 @@ class Intake:
             checkpoint = keep_checkpoint or Checkpoint(
                 validity, max((uid for uid, _ in batch), default=0))
             self._store.journal_fetched(folder, validity, messages, checkpoint, self._clock())
+            self._metrics.fetched_batch(len(batch), len(batch) - len(messages))
+            self._progress()
             mailbox.mark_seen([uid for uid, _ in batch])
             fetched += len(messages)
         return IntakeResult(fetched, duplicates)

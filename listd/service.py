@@ -25,6 +25,7 @@ from listd.delivery import Deliverer, DeliveryReport
 from listd.intake import Intake
 from listd.mail.rewrite import personalize
 from listd.membership import Membership
+from listd.metrics import EX_UNAVAILABLE, Metrics, timed
 from listd.net.imap import ImapError, ImapMailbox
 from listd.notify import Notifier
 from listd.oauth.provider import TokenProvider
@@ -61,8 +62,10 @@ class Service:
                  transports_for: Callable[[Config], Transports] = Transports,
                  reload: Callable[[], Config] | None = None,
                  notifier: Notifier | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None, wakeup_fd: int | None = None) -> None:
+                 rng: random.Random | None = None, wakeup_fd: int | None = None,
+                 metrics: Metrics | None = None) -> None:
         self._store = store
+        self.metrics = metrics or Metrics(store.path, clock)
         self._transports_for = transports_for
         self._reload = reload
         self._notifier = notifier or Notifier({})
@@ -78,16 +81,19 @@ class Service:
 
     def _apply(self, config: Config) -> None:
         self.config = config
+        self.metrics.configure(config)
         self._transports = self._transports_for(config)
-        self._intake = Intake(self._store, config.imap, self._clock)
+        self._intake = Intake(self._store, config.imap, self._clock, self.metrics,
+                              progress=self._notifier.watchdog)
         self.membership = Membership(self._store, config, self._clock,
                                      load_secret(config.state_dir))
-        self._decider = Decider(self._store, config, self._clock, self.membership)
+        self._decider = Decider(self._store, config, self._clock, self.membership, self.metrics)
         smtp = config.smtp
         self._deliverer = Deliverer(
             self._store, smtp, self._transports.smtp,
             RetryPolicy(Backoff(smtp.retry_initial, smtp.retry_max), smtp.give_up_after),
-            self._clock, self._rng, self.stop, personalizer=self._personal_copy)
+            self._clock, self._rng, self.stop, personalizer=self._personal_copy,
+            metrics=self.metrics, progress=self._notifier.watchdog)
 
     def _personal_copy(self, outgoing: Outgoing, recipient: str) -> bytes:
         lst = self.config.lists.get(outgoing.list_id)
@@ -100,13 +106,18 @@ class Service:
 
     def run(self, once: bool = False) -> int:
         """Serve until stopped; with ``once``, drain the mailbox and due deliveries."""
+        if not once and not self.metrics.serve(self.config):
+            return EX_UNAVAILABLE  # before READY: systemd sees the start fail
         self._notifier.ready(f"starting · {len(self.config.lists)} list(s)")
         self._decide_journaled()
+        self._notifier.watchdog()
         self._deliver()
+        self._notifier.watchdog()
         while not self.stop.is_set():
             if self.reload_requested.is_set():
                 self._do_reload()
             polled = self._poll_mailbox()
+            self._notifier.watchdog()  # a step that ended, even in failure, is progress
             self._expire_held()
             report = self._deliver()
             self._record_token_state()
@@ -122,6 +133,7 @@ class Service:
         self._close_mailbox()
         return EX_OK
 
+    @timed("poll")
     def _poll_mailbox(self) -> bool:
         """Bring the journal up to date with the mailbox and decide what is new."""
         try:
@@ -129,6 +141,7 @@ class Service:
                 mailbox = self._transports.mailbox()
                 mailbox.connect()
                 self._mailbox = mailbox
+                self.metrics.imap_connected()
                 self._intake.start_position(mailbox)
                 log.info("connected to %s:%d, folder %s", self.config.imap.host,
                          self.config.imap.port, self.config.imap.folder)
@@ -152,6 +165,7 @@ class Service:
 
     def _imap_failed(self, problem: str) -> None:
         self._close_mailbox()
+        self.metrics.imap_failed()
         self.health.imap_failures += 1
         self.health.problem = problem
         log.warning("%s (failure %d in a row)", problem, self.health.imap_failures)
@@ -168,9 +182,11 @@ class Service:
                 # that crashes on one message would crash-loop: set it aside, journaled.
                 log.exception("UID %d could not be processed; it is kept in the journal "
                               "and skipped", inbound.uid)
+                self.metrics.decision_failed()
                 self._store.apply(Effects(), self._clock(), InboundDecision(
                     inbound.id, "error", f"{type(exc).__name__}: {exc}"[:500]))
 
+    @timed("deliver")
     def _deliver(self) -> DeliveryReport:
         report = self._deliverer.deliver_due()
         if report.results:
@@ -210,8 +226,8 @@ class Service:
         next_due = self._store.next_due()
         if next_due is not None:
             timeout = min(timeout, max(0.0, next_due - now))
-        if not polled and self.health.problem.startswith("signing in"):
-            self._auth_pause(timeout)
+        if not polled:
+            self._pause(timeout)
             return
         if self._notifier.watchdog_interval:
             timeout = min(timeout, self._notifier.watchdog_interval / 2)
@@ -225,11 +241,14 @@ class Service:
                 self._sleep(timeout)
         except ImapError as exc:
             self._imap_failed(str(exc))
+        self._notifier.watchdog()
         self._drain_wakeup()
 
-    def _auth_pause(self, timeout: float) -> None:
-        """Wait out a refused sign-in without touching the network, but resume at once when
-        an administrator signs in again (the saved token changes) or a signal arrives."""
+    def _pause(self, timeout: float) -> None:
+        """Wait out a refused sign-in or a reconnect backoff without touching the network,
+        but resume at once when an administrator signs in again (the saved token changes)
+        or a signal arrives. Pings the watchdog on the way: the whole backoff is waited,
+        however short the watchdog interval."""
         provider = self._token_provider()
         deadline = self._clock() + timeout
         step = min(self.config.imap.poll_interval, 60.0)
@@ -252,6 +271,7 @@ class Service:
         if provider is None:
             return
         state = provider.state
+        self.metrics.token(state)
         self._store.set_status(
             token_expires_at=f"{state.expires_at:.0f}" if state.expires_at else "",
             token_refresh_failures=str(state.refresh_failures), token_problem=state.problem)
@@ -301,9 +321,9 @@ class Service:
     def status_line(self) -> str:
         if self.health.problem:
             return self.health.problem
-        counts = self._store.delivery_counts()
         since = ""
         if self.health.last_poll is not None:
             since = f" · last poll {int(self._clock() - self.health.last_poll)} s ago"
+        # Counted from the partial index: this runs on every turn of the loop.
         return (f"idle · {len(self.config.lists)} list(s){since} · "
-                f"{counts['pending']} pending")
+                f"{self._store.pending_count()} pending")

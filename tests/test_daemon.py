@@ -28,8 +28,13 @@ def test_sighup_reloads_lists_and_a_broken_config_keeps_the_running_one(
             env.write()
             env.subscribe("chess", "carol@example.test")
             daemon.send_signal(signal.SIGHUP)
-            notify.wait_for("RELOADING", "1")
-            notify.wait_for("READY", "1", count=2)
+            (reloading,) = notify.wait_for("RELOADING", "1")
+            # CLOCK_MONOTONIC in µs, as systemd wants it with RELOADING=1 (time.monotonic()
+            # is the same clock on Linux).
+            assert abs(int(reloading.fields["MONOTONIC_USEC"]) / 1e6 - reloading.at) < 5
+            assert reloading.pid == daemon.pid
+            reloaded = notify.wait_for("READY", "1", count=2)[1]
+            assert reloaded.at >= reloading.at
             env.post(make_message(to="chess@example.test", subject="opening"))
             smtp.wait_for(lambda msgs: any(m.rcpts == ["carol@example.test"] for m in msgs))
 

@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,14 @@ def test_delegated_login_then_relay_with_refresh(tmp_path: Path, dovecot_oauth: 
     env.assert_no_secrets_printed()
 
 
+def _has_count(count: int, messages: list[Any]) -> bool:
+    return len(messages) == count
+
+
+def _later_than(moment: float) -> bool:
+    return time.monotonic() > moment
+
+
 def test_token_expiring_mid_run_is_refreshed_without_a_failed_delivery(
         tmp_path: Path, dovecot_oauth: Dovecot, smtp_oauth: SmtpCapture,
         idp: FakeIdp) -> None:
@@ -148,12 +157,11 @@ def test_token_expiring_mid_run_is_refreshed_without_a_failed_delivery(
     env.subscribe("friends", "alice@example.test", "bob@example.test")
     daemon = env.start()
     try:
-        for number in range(3):
+        for number in range(1, 4):
             env.post(make_message(subject=f"post {number}"))
-            smtp_oauth.wait_for(lambda msgs, n=number: len(msgs) == n + 1, timeout=30)
+            smtp_oauth.wait_for(partial(_has_count, number), timeout=30)
             # Let every token issued so far expire at the server before the next post.
-            issued = time.monotonic()
-            wait_until(lambda t=issued: time.monotonic() > t + idp.access_lifetime + 0.5)
+            wait_until(partial(_later_than, time.monotonic() + idp.access_lifetime + 0.5))
     finally:
         code, stderr = stop(daemon)
     env.output.append(stderr)

@@ -158,3 +158,14 @@ def test_valid_oauth_sections_load(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (credentials / "cs").chmod(0o400)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     _load(tmp_path, "  method: oauth2-google\n  client_id: x\n  client_secret_credential: cs")
+
+
+def test_listctl_outside_the_unit_accepts_credentials_it_cannot_see(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    path = tmp_path / "listd.yml"
+    path.write_text(BASE.format(state=tmp_path / "state", auth="  method: password\n"
+                                "  password_credential: mailbox-password"))
+    assert load(path, service=False).auth.password_file is None
+    with pytest.raises(ConfigError, match="CREDENTIALS_DIRECTORY"):
+        load(path)

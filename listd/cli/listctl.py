@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = config.load(args.config)
+        cfg = config.load(args.config, service=args.command == "auth")
     except config.ConfigError as exc:
         print(f"listctl: {exc}", file=sys.stderr)
         return EX_CONFIG

@@ -68,3 +68,10 @@ class OutboxStore(Database):
                 "deliveries WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?",
                 (limit,)).fetchall()
         return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def pending_count(self) -> int:
+        """Deliveries waiting, counted from the small partial index (cheap on every loop)."""
+        with self._lock:
+            row = self._db.execute("SELECT count(*) FROM deliveries INDEXED BY deliveries_due "
+                                   "WHERE state = 'pending' AND next_attempt_at > -1").fetchone()
+        return int(row[0])
