@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tests.servers.dovecot import Dovecot
+from tests.servers.smtpcapture import SmtpCapture
 
 LIST_USER = "list@example.test"
 LIST_PASSWORD = "listpw"
@@ -134,3 +138,14 @@ def stop(process: subprocess.Popen[str], timeout: float = 20.0) -> tuple[int, st
         process.kill()
         _, stderr = process.communicate()
     return process.returncode, stderr
+
+
+def mails_to(smtp: SmtpCapture, address: str) -> list[EmailMessage]:
+    """The messages the capture server took for ``address``, parsed for reading."""
+    found = []
+    for captured in smtp.messages:
+        if address in captured.rcpts:
+            parsed = email.message_from_bytes(captured.data, policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            found.append(parsed)
+    return found

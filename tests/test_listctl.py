@@ -4,8 +4,6 @@ shape and exit code; import/sync all or nothing; moderation and approvals end to
 from __future__ import annotations
 
 import csv
-import email
-import email.policy
 import io
 import json
 import os
@@ -16,7 +14,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,7 @@ from listd.cli.ctl_base import Failure
 from listd.mail.policy import MemberStatus
 from listd.store import Effects, MemberChange, Store
 from listd.tokens import token_hash
-from tests.listd_env import ListdEnv, make_message
+from tests.listd_env import ListdEnv, mails_to, make_message
 from tests.servers.dovecot import Dovecot
 from tests.servers.smtpcapture import SmtpCapture
 
@@ -57,16 +54,6 @@ def members(env: ListdEnv, list_id: str = "friends") -> dict[str, tuple[str, str
     """address -> (status, name)"""
     return {r["address"]: (r["status"], r["name"])
             for r in records(run(env, "members", list_id, "--json"))}
-
-
-def mails_to(smtp: SmtpCapture, address: str) -> list[EmailMessage]:
-    found = []
-    for captured in smtp.messages:
-        if address in captured.rcpts:
-            parsed = email.message_from_bytes(captured.data, policy=email.policy.default)
-            assert isinstance(parsed, EmailMessage)
-            found.append(parsed)
-    return found
 
 
 def add_list(env: ListdEnv, list_id: str, **settings: Any) -> None:

@@ -12,22 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.listd_env import ListdEnv, make_message
+from tests.listd_env import ListdEnv, mails_to, make_message
 from tests.servers.dovecot import Dovecot, normalise_message
 from tests.servers.smtpcapture import SmtpCapture
 
 SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "mail-samples"
 TOKEN_RE = re.compile(r"\b(confirm|approve) ([a-z2-7]{26})\b")
-
-
-def mails_to(smtp: SmtpCapture, address: str) -> list[EmailMessage]:
-    found = []
-    for captured in smtp.messages:
-        if address in captured.rcpts:
-            parsed = email.message_from_bytes(captured.data, policy=email.policy.default)
-            assert isinstance(parsed, EmailMessage)
-            found.append(parsed)
-    return found
 
 
 def token_in(message: EmailMessage) -> str:

@@ -99,13 +99,18 @@ def _unsubscribe(cfg: config.Config, store: Store, args: argparse.Namespace) -> 
     return _change(cfg, store, args, MemberStatus.UNSUBSCRIBED, "unsubscribed")
 
 
-def _import(cfg: config.Config, store: Store, args: argparse.Namespace) -> int:
-    lst = find_list(cfg, args.list)
+def _read_file(args: argparse.Namespace) -> tuple[AddressReader, str]:
+    """The entries of ``args.file`` (or stdin); bad lines raise, nothing changed."""
     reader = AddressReader()
     label = reader.read_source(args.file)
-    refused = _refuse(reader)
-    if refused is not None:
-        return refused
+    if _refuse(reader) is not None:
+        raise DataError(f"{label}: fix the lines above and run again")
+    return reader, label
+
+
+def _import(cfg: config.Config, store: Store, args: argparse.Namespace) -> int:
+    lst = find_list(cfg, args.list)
+    reader, label = _read_file(args)
     if not reader.entries:
         warn(f"listctl: {label}: no addresses; nothing to import")
         return EX_OK
@@ -135,11 +140,7 @@ def _export(cfg: config.Config, store: Store, args: argparse.Namespace) -> int:
 
 def _sync(cfg: config.Config, store: Store, args: argparse.Namespace) -> int:
     lst = find_list(cfg, args.list)
-    reader = AddressReader()
-    label = reader.read_source(args.file)
-    refused = _refuse(reader)
-    if refused is not None:
-        return refused
+    reader, label = _read_file(args)
     if not reader.entries:
         raise DataError(f"{label}: no addresses; sync would unsubscribe every member "
                         "(use unsubscribe for that)")
