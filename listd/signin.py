@@ -8,17 +8,21 @@ from pathlib import Path
 
 from listd.authconfig import AuthConfig
 from listd.credentials import Authenticator, PasswordAuth
-from listd.oauth.google import GoogleTokens
-from listd.oauth.microsoft import MicrosoftTokens
 from listd.oauth.provider import TokenProvider
 from listd.oauth.xoauth2 import OAuthAuth
 
 
 def token_provider(auth: AuthConfig, username: str, state_dir: Path,
                    clock: Callable[[], float] = time.time) -> TokenProvider:
+    # Imported here: msal, google-auth and requests cost ~20 MB that a password
+    # setup never needs.
     if auth.method == "oauth2-microsoft":
+        from listd.oauth.microsoft import MicrosoftTokens
+
         return MicrosoftTokens(auth, username, state_dir, clock)
     if auth.method == "oauth2-google":
+        from listd.oauth.google import GoogleTokens
+
         return GoogleTokens(auth, state_dir, clock)
     raise ValueError(f"{auth.method} uses no tokens")
 
