@@ -169,16 +169,27 @@ def test_metrics_of_a_real_run_match_what_the_smtp_server_received(
             # bob: the post; mallory and the owner: the refusal; erin: the confirmation.
             smtp.wait_for(lambda msgs: sum(len(m.rcpts) for m in msgs) >= 4, timeout=30)
 
+            last: dict[str, float] = {}
+
             def settled() -> bool:
                 found = samples(scrape(port))
-                return (value(found, "listd_deliveries_total", result="failed") == 1
-                        and value(found, "listd_deliveries_total", result="sent") >= 4
-                        and value(found, "listd_deliveries_pending") == 0
-                        and value(found, "listd_bounces_total") == 1)
-            wait_until(settled, timeout=30)
+                last.update(failed=value(found, "listd_deliveries_total", result="failed"),
+                            sent=value(found, "listd_deliveries_total", result="sent"),
+                            pending=value(found, "listd_deliveries_pending"),
+                            bounces=value(found, "listd_bounces_total"))
+                return (last["failed"] == 1 and last["sent"] >= 4 and last["pending"] == 0
+                        and last["bounces"] == 1)
+            try:
+                wait_until(settled, timeout=60)
+                done = True
+            except AssertionError:
+                done = False
             text = scrape(port)
         finally:
             code, stderr = stop(daemon)
+    # On failure, say what the metrics showed, what arrived and what listd logged.
+    assert done, (f"metrics did not settle: {last}; captured "
+                  f"{[m.rcpts for m in smtp.messages]}; listd said:\n{stderr}")
     assert code == 0, stderr
     found = samples(text)
 
