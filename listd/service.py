@@ -75,6 +75,7 @@ class Service:
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
         self.health = Health()
+        self._written_status: dict[str, str] = {}
         self._mailbox: ImapMailbox | None = None
         self._next_prune = 0.0
         self._apply(config)
@@ -160,7 +161,7 @@ class Service:
         self.health.imap_failures = 0
         self.health.problem = ""
         self.health.last_poll = self._clock()
-        self._store.set_status(last_poll=f"{self.health.last_poll:.3f}", imap_problem="")
+        self._set_status(last_poll=f"{self.health.last_poll:.3f}", imap_problem="")
         return True
 
     def _imap_failed(self, problem: str) -> None:
@@ -169,7 +170,7 @@ class Service:
         self.health.imap_failures += 1
         self.health.problem = problem
         log.warning("%s (failure %d in a row)", problem, self.health.imap_failures)
-        self._store.set_status(imap_problem=problem)
+        self._set_status(imap_problem=problem)
 
     def _decide_journaled(self) -> None:
         for inbound in self._store.unprocessed():
@@ -195,7 +196,7 @@ class Service:
         problem = report.auth_problem or report.connect_problem
         if problem:
             log.warning("SMTP: %s", problem)
-        self._store.set_status(smtp_problem=problem)
+        self._set_status(smtp_problem=problem)
         return report
 
     def _expire_held(self) -> None:
@@ -266,13 +267,21 @@ class Service:
         authenticator = self._transports.authenticator
         return authenticator.provider if isinstance(authenticator, OAuthAuth) else None
 
+    def _set_status(self, **values: str) -> None:
+        """Write status values for listctl, only those that changed: the loop calls this on
+        every turn, and an unchanged value is not worth a database transaction."""
+        changed = {k: v for k, v in values.items() if self._written_status.get(k) != v}
+        if changed:
+            self._store.set_status(**changed)
+            self._written_status.update(changed)
+
     def _record_token_state(self) -> None:
         provider = self._token_provider()
         if provider is None:
             return
         state = provider.state
         self.metrics.token(state)
-        self._store.set_status(
+        self._set_status(
             token_expires_at=f"{state.expires_at:.0f}" if state.expires_at else "",
             token_refresh_failures=str(state.refresh_failures), token_problem=state.problem)
 

@@ -63,6 +63,3 @@ class ListAddress:
         if separator == "-" and suffix in ("request", "owner"):
             return ("-", suffix)
         return None
-
-    def with_suffix(self, separator: str, suffix: str) -> str:
-        return f"{self.local}{separator}{suffix}@{self.domain}"

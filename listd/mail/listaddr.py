@@ -30,10 +30,6 @@ class ListAddresses:
         local, _, domain = self.post.rpartition("@")
         return f"{local}+{tag}@{domain}"
 
-    def command_address(self, verb: str) -> str:
-        """Where to send ``verb`` (subscribe, unsubscribe, help) as a person types it."""
-        return self._plus(verb) if self.plus_style else self.request
-
     def command_uri(self, verb: str, token: str = "") -> str:
         """A mailto URI that performs ``verb`` (with ``token``) when mailed as it is."""
         if self.plus_style:
